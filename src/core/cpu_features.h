@@ -1,0 +1,16 @@
+// What the CPU this process runs on can do (for reports; kernels dispatch through Highway).
+#pragma once
+
+namespace dsa {
+
+struct CpuFeatures {
+  bool avx2 = false;
+  bool fma = false;
+  bool f16c = false;
+  bool avx512f = false;
+  bool avx512bf16 = false;
+};
+
+CpuFeatures detect_cpu_features();
+
+}  // namespace dsa

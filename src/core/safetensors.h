@@ -1,0 +1,102 @@
+// Reading Hugging Face safetensors files and checkpoints.
+//
+// File layout: 8-byte little-endian header length N, N bytes of JSON header
+//   {"__metadata__": {str: str}, "<name>": {"dtype": "BF16", "shape": [..], "data_offsets": [b, e]}}
+// then the data section; offsets are relative to its start. Files are memory-mapped and tensors
+// are zero-copy views into the mapping. A checkpoint is a folder holding model.safetensors, or
+// shards listed by model.safetensors.index.json ({"weight_map": {tensor: shard file}}).
+//
+// Every malformed input is a dsa::Error naming the file and, where there is one, the tensor.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/tensor.h"
+
+namespace dsa {
+
+// Largest header accepted (the reference implementation's limit): a larger one is corruption.
+constexpr uint64_t kMaxSafetensorsHeaderBytes = 100ull << 20;
+
+struct TensorInfo {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  uint64_t data_begin = 0;  // byte offsets relative to the data section
+  uint64_t data_end = 0;
+  uint64_t nbytes() const { return data_end - data_begin; }
+};
+
+// A read-only memory mapping of a whole file.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::filesystem::path& path);
+  ~MappedFile();
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  std::span<const uint8_t> bytes() const { return {data_, size_}; }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Parses and validates a safetensors header against the bytes of the whole file. `source` names
+// the file in error messages. Exposed for the fuzz target and tests.
+struct SafetensorsHeader {
+  std::vector<TensorInfo> tensors;  // in data-offset order
+  std::map<std::string, std::string> metadata;
+  uint64_t data_offset = 0;  // 8 + N: where the data section starts in the file
+};
+SafetensorsHeader parse_safetensors_header(std::span<const uint8_t> file_bytes,
+                                           std::string_view source);
+
+// One safetensors file, memory-mapped.
+class SafetensorsFile {
+ public:
+  explicit SafetensorsFile(const std::filesystem::path& path);
+
+  const std::filesystem::path& path() const { return file_->path(); }
+  const std::vector<TensorInfo>& tensors() const { return header_.tensors; }
+  const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
+  const TensorInfo* find(std::string_view name) const;  // nullptr if absent
+  // Zero-copy view of a tensor; throws dsa::Error naming the file if absent. The view is
+  // read-only memory: never write through it.
+  TensorView view(std::string_view name) const;
+  std::span<const uint8_t> bytes(const TensorInfo& info) const;
+
+ private:
+  std::shared_ptr<MappedFile> file_;
+  SafetensorsHeader header_;
+  std::map<std::string, size_t, std::less<>> index_;
+};
+
+// A checkpoint folder (or a single .safetensors file): one file or index.json shards.
+class Checkpoint {
+ public:
+  explicit Checkpoint(const std::filesystem::path& path);
+
+  const std::filesystem::path& directory() const { return directory_; }
+  std::vector<std::string> tensor_names() const;  // sorted
+  bool contains(std::string_view name) const;
+  const TensorInfo& info(std::string_view name) const;  // throws dsa::Error if absent
+  TensorView view(std::string_view name) const;         // throws dsa::Error if absent
+  const std::vector<SafetensorsFile>& files() const { return files_; }
+
+ private:
+  std::filesystem::path directory_;
+  std::vector<SafetensorsFile> files_;
+  std::map<std::string, size_t, std::less<>> owner_;  // tensor name -> index into files_
+};
+
+}  // namespace dsa
