@@ -1,6 +1,7 @@
 // `dsa info`: what this build is and what it can use on this machine.
 #include <fmt/format.h>
 
+#include "backends/accelerators.h"
 #include "commands.h"
 #include "core/cpu_features.h"
 #include "core/thread_pool.h"
@@ -16,7 +17,10 @@ void register_info(CLI::App& app) {
     fmt::print("threads      {}\n", ThreadPool::hardware_threads());
     fmt::print("cpu          avx2={} fma={} f16c={} avx512f={} avx512bf16={}\n", cpu.avx2, cpu.fma,
                cpu.f16c, cpu.avx512f, cpu.avx512bf16);
-    fmt::print("cuda backend {}\n", kCudaBuilt ? "built" : "not built");
+    const AcceleratorInfo accelerators = query_accelerators();
+    fmt::print("cuda         {}\n", accelerators.cuda_built ? "built" : "not built");
+    for (const auto& device : accelerators.devices) fmt::print("gpu          {}\n", device);
+    if (accelerators.devices.empty()) fmt::print("gpu          none ({})\n", accelerators.status);
   });
 }
 
