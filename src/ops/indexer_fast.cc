@@ -1,0 +1,169 @@
+// SIMD indexer scores (see indexer.h): fp32 FMA on Highway vectors.
+//
+// Per query row the fp8 query codes become an fp32 panel q[d][h] (heads padded to whole vectors,
+// padding has weight 0). Keys are converted 1-4 at a time to fp32 and each key value is
+// broadcast against 4 vectors of heads, so a tile keeps kKeys x 4 accumulators in registers.
+// Work items are (query row, block of 256 keys) pairs spread over the pool.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "ops/indexer_fast.cc"
+#include <algorithm>
+#include <limits>
+
+#include "hwy/aligned_allocator.h"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "ops/indexer.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace dsa {
+namespace HWY_NAMESPACE {
+
+namespace hn = hwy::HWY_NAMESPACE;
+
+constexpr int64_t kKeyBlock = 256;  // keys per work item
+constexpr int kHeadVecs = 4;        // head vectors per register tile
+
+// Lanes(df) fp8 e4m3 codes -> their exact fp32 values. The 7 magnitude bits placed at fp32 bits
+// 20..26 read as value * 2^-120 (fp8 subnormals land on fp32 subnormals, still exact), so one
+// multiply by 2^120 rebiases the exponent; the sign bit is or-ed in afterwards.
+template <class DF>
+HWY_INLINE hn::Vec<DF> Fp8ToFloat(DF df, const fp8_e4m3* codes) {
+  const hn::Rebind<uint8_t, DF> du8;
+  const hn::RebindToUnsigned<DF> du32;
+  const auto bits = hn::PromoteTo(du32, hn::LoadU(du8, reinterpret_cast<const uint8_t*>(codes)));
+  const auto magnitude = hn::ShiftLeft<20>(hn::And(bits, hn::Set(du32, 0x7Fu)));
+  const auto sign = hn::ShiftLeft<24>(hn::And(bits, hn::Set(du32, 0x80u)));
+  const auto value = hn::Mul(hn::BitCast(df, magnitude), hn::Set(df, 0x1p120f));
+  return hn::Or(value, hn::BitCast(df, sign));
+}
+
+// head_sum[k] += ReLU(q[:, heads] . key_k) * w[heads] for kVecs vectors of heads.
+// q: panel columns of this head group, row stride `q_stride`; keys: [kKeys][128] fp32.
+template <int kKeys, int kVecs, class DF>
+HWY_INLINE void AccumulateHeadGroup(DF df, const float* HWY_RESTRICT q, int64_t q_stride,
+                                    const float* HWY_RESTRICT keys, const float* HWY_RESTRICT w,
+                                    hn::Vec<DF>* head_sum) {
+  const size_t n = hn::Lanes(df);
+  hn::Vec<DF> acc[kKeys][kVecs];
+  for (int k = 0; k < kKeys; ++k) {
+    for (int v = 0; v < kVecs; ++v) acc[k][v] = hn::Zero(df);
+  }
+  for (int d = 0; d < kIndexerHeadDim; ++d) {
+    hn::Vec<DF> qv[kVecs];
+    for (int v = 0; v < kVecs; ++v) qv[v] = hn::Load(df, q + d * q_stride + v * n);
+    for (int k = 0; k < kKeys; ++k) {
+      const auto key_value = hn::Set(df, keys[k * kIndexerHeadDim + d]);
+      for (int v = 0; v < kVecs; ++v) acc[k][v] = hn::MulAdd(qv[v], key_value, acc[k][v]);
+    }
+  }
+  for (int k = 0; k < kKeys; ++k) {
+    for (int v = 0; v < kVecs; ++v) {
+      const auto relu = hn::Max(acc[k][v], hn::Zero(df));
+      head_sum[k] = hn::MulAdd(relu, hn::Load(df, w + v * n), head_sum[k]);
+    }
+  }
+}
+
+// Scores of kKeys consecutive keys against one query panel.
+template <int kKeys, class DF>
+HWY_INLINE void ScoreKeys(DF df, const float* panel_q, const float* panel_w, int64_t heads_padded,
+                          const fp8_e4m3* codes, const float* key_scales, float* out) {
+  const size_t n = hn::Lanes(df);
+  HWY_ALIGN float keys[kKeys * kIndexerHeadDim];
+  for (int i = 0; i < kKeys * kIndexerHeadDim; i += int(n)) {
+    hn::Store(Fp8ToFloat(df, codes + i), df, keys + i);
+  }
+  hn::Vec<DF> head_sum[kKeys];
+  for (int k = 0; k < kKeys; ++k) head_sum[k] = hn::Zero(df);
+  const int64_t vecs = heads_padded / int64_t(n);
+  int64_t v = 0;
+  for (; v + kHeadVecs <= vecs; v += kHeadVecs) {
+    AccumulateHeadGroup<kKeys, kHeadVecs>(df, panel_q + v * n, heads_padded, keys, panel_w + v * n,
+                                          head_sum);
+  }
+  const float* q_rest = panel_q + v * n;
+  const float* w_rest = panel_w + v * n;
+  switch (vecs - v) {
+    case 3:
+      AccumulateHeadGroup<kKeys, 3>(df, q_rest, heads_padded, keys, w_rest, head_sum);
+      break;
+    case 2:
+      AccumulateHeadGroup<kKeys, 2>(df, q_rest, heads_padded, keys, w_rest, head_sum);
+      break;
+    case 1:
+      AccumulateHeadGroup<kKeys, 1>(df, q_rest, heads_padded, keys, w_rest, head_sum);
+      break;
+    default:
+      break;
+  }
+  for (int k = 0; k < kKeys; ++k) {
+    out[k] = hn::GetLane(hn::SumOfLanes(df, head_sum[k])) * key_scales[k];
+  }
+}
+
+// Work items [begin, end) of (query row t, key block b), item = t * blocks + b.
+void ScoreItems(const IndexerScoresParams& p, int64_t begin, int64_t end) {
+  const hn::ScalableTag<float> df;
+  const int64_t n = int64_t(hn::Lanes(df));
+  constexpr int kKeyTile = hn::MaxLanes(df) >= 16 ? 4 : 2;  // accumulators fit the registers
+  const int64_t heads_padded = (p.heads + n - 1) / n * n;
+  auto panel_q = hwy::AllocateAligned<float>(size_t(kIndexerHeadDim * heads_padded));  // [d][h]
+  auto panel_w = hwy::AllocateAligned<float>(size_t(heads_padded));                    // [h]
+  const int64_t blocks = (p.keys + kKeyBlock - 1) / kKeyBlock;
+  int64_t panel_row = -1;
+
+  for (int64_t item = begin; item < end; ++item) {
+    const int64_t t = item / blocks;
+    const int64_t block_begin = item % blocks * kKeyBlock;
+    const int64_t block_end = std::min(p.keys, block_begin + kKeyBlock);
+    const int64_t valid_end = std::min(block_end, p.start_pos + t + 1);  // causal
+    float* scores = p.scores + t * p.keys;
+    for (int64_t s = std::max(block_begin, valid_end); s < block_end; ++s) {
+      scores[s] = -std::numeric_limits<float>::infinity();
+    }
+    if (valid_end <= block_begin) continue;
+
+    if (panel_row != t) {
+      std::fill(panel_q.get(), panel_q.get() + kIndexerHeadDim * heads_padded, 0.0f);
+      std::fill(panel_w.get(), panel_w.get() + heads_padded, 0.0f);
+      for (int64_t h = 0; h < p.heads; ++h) {
+        const fp8_e4m3* q = p.q_codes + (t * p.heads + h) * kIndexerHeadDim;
+        for (int d = 0; d < kIndexerHeadDim; ++d)
+          panel_q[d * heads_padded + h] = fp8_to_float(q[d]);
+        panel_w[h] = p.head_weights[t * p.heads + h];
+      }
+      panel_row = t;
+    }
+
+    int64_t s = block_begin;
+    for (; s + kKeyTile <= valid_end; s += kKeyTile) {
+      ScoreKeys<kKeyTile>(df, panel_q.get(), panel_w.get(), heads_padded,
+                          p.key_codes + s * kIndexerHeadDim, p.key_scales + s, scores + s);
+    }
+    for (; s < valid_end; ++s) {
+      ScoreKeys<1>(df, panel_q.get(), panel_w.get(), heads_padded,
+                   p.key_codes + s * kIndexerHeadDim, p.key_scales + s, scores + s);
+    }
+  }
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace dsa
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace dsa {
+
+HWY_EXPORT(ScoreItems);
+
+void indexer_scores(const IndexerScoresParams& params, ThreadPool& pool) {
+  validate(params);
+  const int64_t blocks = (params.keys + HWY_NAMESPACE::kKeyBlock - 1) / HWY_NAMESPACE::kKeyBlock;
+  pool.parallel_for(params.tokens * blocks, 1, [&](int64_t begin, int64_t end) {
+    HWY_DYNAMIC_DISPATCH(ScoreItems)(params, begin, end);
+  });
+}
+
+}  // namespace dsa
+#endif  // HWY_ONCE

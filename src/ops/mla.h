@@ -1,0 +1,81 @@
+// MLA attention (dsa-reference.md §5). Two modes:
+//
+// Absorbed (MQA) mode over the latent cache (§5.5, FlashMLA's sparse kernels): every head of a
+// query token attends to the same 576-dim keys [latent 512 | rope 64] and reads the 512-dim latent
+// as its value; W_UK is folded into the query and W_UV is applied afterwards (mla_absorb.h).
+//   scores[h, j] = (q_abs[h] · latent_j + q_pe[h] · rope_j) * softmax_scale
+//   p = softmax over the valid keys; out[h] = Σ_j p[h, j] latent_j; lse[h] = log Σ_j exp(scores)
+// Sparse: each query row lists its keys (top-k indices, -1 = no key). Dense: keys 0..n-1.
+//
+// MHA mode for short prefill (§5.4): per-head q, k [192] and v [128], causal.
+//
+// Rounding. The references follow REF's bf16 tensors: q·latent and q_pe·rope are separate bf16
+// einsums, their sum and the scaling round to bf16, softmax takes and gives bf16, the output is
+// bf16. The fast versions keep scores and probabilities in fp32 and round only the output.
+//
+// Rows without a valid key (all indices -1) give out = 0 and lse = +inf (FlashMLA's rule).
+// Duplicate indices are separate keys, as in FlashMLA (REF's mask would count them once); the
+// top-k op never produces duplicates, so the two agree on real inputs.
+#pragma once
+
+#include <cstdint>
+
+#include "core/thread_pool.h"
+#include "ops/latent_cache.h"
+
+namespace dsa {
+
+// The V3.2 softmax scale: 192^-0.5 * mscale^2 with mscale = 0.1 * ln(40) + 1 (§5.2).
+float mla_softmax_scale();
+
+struct SparseMlaParams {
+  const float* q = nullptr;  // [T, H, 576] absorbed queries [q_abs 512 | q_pe 64], bf16 values
+  LatentCacheView cache;     // keys and values
+  const int32_t* indices = nullptr;  // [T, topk] key positions in the cache; -1 = no key
+  float* out = nullptr;              // [T, H, 512] latent output o_lat (before W_UV)
+  float* lse = nullptr;              // [T, H] natural log-sum-exp of the scaled scores
+  int64_t num_queries = 0;           // T (1 for decode)
+  int64_t num_heads = 0;             // H (128 for V3.2)
+  int64_t topk = 0;
+  float softmax_scale = 0.0f;
+};
+
+struct DenseMlaParams {
+  const float* q = nullptr;  // [H, 576] one decode token, absorbed
+  LatentCacheView cache;     // keys 0 .. cache.num_tokens-1 are all attended
+  float* out = nullptr;      // [H, 512]
+  float* lse = nullptr;      // [H]
+  int64_t num_heads = 0;
+  float softmax_scale = 0.0f;
+};
+
+constexpr int kMhaQkDim = 192;  // qk_nope_head_dim + qk_rope_head_dim
+constexpr int kMhaVDim = 128;   // v_head_dim
+
+// Causal MHA over T new queries whose keys are the last T of S keys: query t sees keys
+// s <= t + (S - T) (S == T is REF's prefill from position 0).
+struct MhaPrefillParams {
+  const float* q = nullptr;  // [T, H, 192] [q_nope | q_pe], bf16 values
+  const float* k = nullptr;  // [S, H, 192] [k_nope | k_pe]
+  const float* v = nullptr;  // [S, H, 128]
+  float* out = nullptr;      // [T, H, 128]
+  int64_t num_queries = 0;   // T
+  int64_t num_keys = 0;      // S >= T
+  int64_t num_heads = 0;     // H
+  float softmax_scale = 0.0f;
+};
+
+// Each throws dsa::Error on bad shapes or out-of-range indices (naming the row and slot).
+void sparse_mla_ref(const SparseMlaParams& params);
+void sparse_mla(const SparseMlaParams& params, ThreadPool& pool);
+void dense_mla_ref(const DenseMlaParams& params);
+void dense_mla(const DenseMlaParams& params, ThreadPool& pool);
+void mha_prefill_ref(const MhaPrefillParams& params);
+void mha_prefill(const MhaPrefillParams& params, ThreadPool& pool);
+
+// Shared by the reference and fast files.
+void validate(const SparseMlaParams& params);
+void validate(const DenseMlaParams& params);
+void validate(const MhaPrefillParams& params);
+
+}  // namespace dsa

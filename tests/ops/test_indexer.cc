@@ -1,0 +1,422 @@
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "core/error.h"
+#include "ops/indexer.h"
+#include "simd_targets.h"
+
+namespace dsa {
+namespace {
+
+constexpr int kDim = kIndexerHeadDim;
+const double kUnit = std::ldexp(1.0, -24);  // fp32 unit roundoff
+
+// Random fp8 codes as act_quant makes them: values up to +-448, never the NaN codes.
+std::vector<fp8_e4m3> random_codes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 120.0f);
+  std::vector<fp8_e4m3> out(n);
+  for (auto& c : out) c = float_to_fp8(std::clamp(normal(rng), -448.0f, 448.0f));
+  return out;
+}
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float stddev) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<float> out(n);
+  for (auto& v : out) v = normal(rng);
+  return out;
+}
+
+std::vector<bf16> random_bf16(size_t n, uint32_t seed, float stddev) {
+  std::vector<bf16> out(n);
+  const std::vector<float> f = random_floats(n, seed, stddev);
+  for (size_t i = 0; i < n; ++i) out[i] = float_to_bf16(f[i]);
+  return out;
+}
+
+struct ScoresCase {
+  int64_t tokens, heads, keys, start_pos;
+  std::vector<fp8_e4m3> q, k;
+  std::vector<float> weights, key_scales;
+
+  ScoresCase(int64_t t, int64_t h, int64_t s, int64_t p, uint32_t seed)
+      : tokens(t), heads(h), keys(s), start_pos(p) {
+    q = random_codes(size_t(t * h * kDim), seed);
+    k = random_codes(size_t(s * kDim), seed + 1);
+    weights = random_floats(size_t(t * h), seed + 2, 1e-4f);  // signed, as weights_proj gives
+    key_scales.resize(size_t(s));
+    for (int64_t i = 0; i < s; ++i) key_scales[size_t(i)] = std::ldexp(1.0f, -6 - int(i % 5));
+  }
+  IndexerScoresParams params(float* scores) const {
+    return {.q_codes = q.data(),
+            .head_weights = weights.data(),
+            .key_codes = k.data(),
+            .key_scales = key_scales.data(),
+            .scores = scores,
+            .tokens = tokens,
+            .heads = heads,
+            .keys = keys,
+            .start_pos = start_pos};
+  }
+};
+
+// Exact score in double, and the bound on how far an fp32 evaluation in any summation order can
+// be from it: each of the 128-term dots is within 127 u sum|q k| of the exact (the products are
+// exact: fp8 has 4-bit significands), ReLU does not grow an error, and the H-term head sum adds
+// H u sum|w ReLU(l)| (products with w add u each); the power-of-two key scale is exact.
+struct ExactScore {
+  double value, error_bound;
+};
+ExactScore exact_score(const ScoresCase& c, int64_t t, int64_t s) {
+  double value = 0.0, bound = 0.0;
+  for (int64_t h = 0; h < c.heads; ++h) {
+    double dot = 0.0, abs_dot = 0.0;
+    for (int d = 0; d < kDim; ++d) {
+      const double p = double(fp8_to_float(c.q[size_t((t * c.heads + h) * kDim + d)])) *
+                       fp8_to_float(c.k[size_t(s * kDim + d)]);
+      dot += p;
+      abs_dot += std::fabs(p);
+    }
+    const double w = c.weights[size_t(t * c.heads + h)];
+    value += std::max(dot, 0.0) * w;
+    bound +=
+        std::fabs(w) * (128 * kUnit * abs_dot + (double(c.heads) + 2) * kUnit * std::fabs(dot));
+  }
+  const double scale = c.key_scales[size_t(s)];
+  return {value * scale, bound * scale};
+}
+
+TEST(IndexerScores, ReferenceMatchesExactFormulaAndMasksTheFuture) {
+  const ScoresCase c(3, 8, 10, 5, 1);  // rows at positions 5, 6, 7 of a 10-key cache
+  std::vector<float> scores(size_t(c.tokens * c.keys));
+  indexer_scores_reference(c.params(scores.data()));
+  for (int64_t t = 0; t < c.tokens; ++t) {
+    for (int64_t s = 0; s < c.keys; ++s) {
+      const float got = scores[size_t(t * c.keys + s)];
+      if (s > c.start_pos + t) {
+        EXPECT_EQ(got, -std::numeric_limits<float>::infinity()) << t << " " << s;
+        continue;
+      }
+      const ExactScore e = exact_score(c, t, s);
+      EXPECT_NEAR(got, e.value, e.error_bound) << t << " " << s;
+    }
+  }
+}
+
+TEST(IndexerScores, OrderIsReluThenWeightThenHeadSumThenKeyScale) {
+  // One key, two heads: logits +2 and -3 (the second is cut by ReLU before its weight), weights
+  // 0.5 and 100, key scale 4: I = (2 * 0.5 + 0 * 100) * 4 = 4.
+  std::vector<fp8_e4m3> q(2 * kDim, float_to_fp8(0.0f)), k(kDim, float_to_fp8(0.0f));
+  q[0] = float_to_fp8(2.0f);
+  q[kDim] = float_to_fp8(-3.0f);
+  k[0] = float_to_fp8(1.0f);
+  const std::vector<float> weights = {0.5f, 100.0f}, key_scales = {4.0f};
+  float score = 0.0f;
+  IndexerScoresParams params{.q_codes = q.data(),
+                             .head_weights = weights.data(),
+                             .key_codes = k.data(),
+                             .key_scales = key_scales.data(),
+                             .scores = &score,
+                             .tokens = 1,
+                             .heads = 2,
+                             .keys = 1,
+                             .start_pos = 0};
+  indexer_scores_reference(params);
+  EXPECT_EQ(score, 4.0f);
+  ThreadPool pool(1);
+  score = 0.0f;
+  indexer_scores(params, pool);
+  EXPECT_EQ(score, 4.0f);
+}
+
+TEST(IndexerScores, FastMatchesReference) {
+  // Both are fp32 evaluations of the same exact products; each is within the bound of
+  // exact_score, so they are within twice that bound of each other.
+  struct Shape {
+    int64_t tokens, heads, keys, start_pos;
+  };
+  const Shape shapes[] = {
+      {1, 64, 777, 776},  // decode: one query, 64 heads, every key valid
+      {1, 64, 1, 0},      // a single key
+      {5, 64, 261, 254},  // chunk crossing the 256-key block boundary
+      {4, 16, 9, 5},      // keys not a multiple of the key tile
+      {3, 20, 40, 37},    // heads not a multiple of the vector width
+      {2, 1, 5, 3},       // one head
+      {6, 4, 6, 0},       // prefill from 0: causal triangle
+      {2, 8, 300, 100},   // keys beyond the causal window: -inf
+  };
+  uint32_t seed = 10;
+  for (const Shape& shape : shapes) {
+    const ScoresCase c(shape.tokens, shape.heads, shape.keys, shape.start_pos, seed++);
+    std::vector<float> ref(size_t(c.tokens * c.keys));
+    indexer_scores_reference(c.params(ref.data()));
+    std::vector<double> bounds(ref.size(), 0.0);
+    for (int64_t t = 0; t < c.tokens; ++t) {
+      for (int64_t s = 0; s <= std::min(c.keys - 1, c.start_pos + t); ++s) {
+        bounds[size_t(t * c.keys + s)] = 2 * exact_score(c, t, s).error_bound;
+      }
+    }
+    for (int threads : {1, 2}) {
+      ThreadPool pool(threads);
+      test::for_each_simd_target([&] {
+        std::vector<float> fast(ref.size(), 123.0f);
+        indexer_scores(c.params(fast.data()), pool);
+        for (size_t i = 0; i < ref.size(); ++i) {
+          if (std::isinf(ref[i])) {
+            ASSERT_EQ(fast[i], ref[i]) << "masked element " << i;
+          } else {
+            ASSERT_NEAR(fast[i], ref[i], bounds[i])
+                << "element " << i << " of T=" << c.tokens << " H=" << c.heads << " S=" << c.keys
+                << " start " << c.start_pos << " threads " << threads;
+          }
+        }
+      });
+    }
+  }
+}
+
+TEST(IndexerScores, RejectsACacheShorterThanTheQueries) {
+  const ScoresCase c(4, 2, 6, 3, 1);
+  std::vector<float> scores(24);
+  ThreadPool pool(1);
+  try {
+    indexer_scores(c.params(scores.data()), pool);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "query positions [3, 7) need keys up to 7, but the cache holds 6"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// ---- q/k pipelines --------------------------------------------------------------------------
+
+// RoPE (halves, first 64 dims) then Hadamard-128, in double: what the pipelines compute before
+// their bf16 roundings and the FP8 quantization.
+std::vector<double> rope_hadamard(const double* x, const RopeTable& table, int64_t position) {
+  double rotated[kDim];
+  for (int d = 0; d < kDim; ++d) rotated[d] = x[d];
+  for (int i = 0; i < 32; ++i) {
+    const double c = table.cos(position)[i], s = table.sin(position)[i];
+    rotated[i] = x[i] * c - x[i + 32] * s;
+    rotated[i + 32] = x[i] * s + x[i + 32] * c;
+  }
+  std::vector<double> out(kDim, 0.0);
+  for (int i = 0; i < kDim; ++i) {
+    for (int j = 0; j < kDim; ++j) {
+      out[size_t(i)] += (std::popcount(unsigned(i & j)) % 2 ? -1.0 : 1.0) * rotated[j];
+    }
+    out[size_t(i)] /= std::sqrt(128.0);
+  }
+  return out;
+}
+
+// Dequantized code vs. the double pipeline: the FP8 rounding (half a step: 2^-4 relative, or
+// 2^-10 * scale among subnormals), the bf16 rounding of the Hadamard output (2^-8 relative),
+// and up to two earlier bf16 roundings, each moving every output by at most 2^-8 ||v||_2 after
+// the orthonormal rotations.
+void expect_quantized_close(const fp8_e4m3* codes, float scale, const std::vector<double>& v,
+                            int rounding_steps, const std::string& where) {
+  double norm = 0.0;
+  for (double x : v) norm += x * x;
+  norm = std::sqrt(norm);
+  EXPECT_EQ(std::bit_cast<uint32_t>(scale) & 0x7FFFFFu, 0u) << where << ": scale not a power of 2";
+  for (int d = 0; d < kDim; ++d) {
+    const double got = double(fp8_to_float(codes[d])) * scale;
+    const double tol = std::ldexp(std::fabs(v[size_t(d)]), -4) + std::ldexp(double(scale), -10) +
+                       std::ldexp(std::fabs(v[size_t(d)]), -8) +
+                       rounding_steps * std::ldexp(norm, -8);
+    ASSERT_NEAR(got, v[size_t(d)], tol) << where << " dim " << d;
+  }
+}
+
+class IndexerPipelines : public ::testing::Test {
+ protected:
+  YarnRopeConfig config_ = [] {
+    YarnRopeConfig c;
+    c.max_seq_len = 8192;
+    return c;
+  }();
+  RopeTable table_{config_};
+};
+
+TEST_F(IndexerPipelines, KeysAreNormalizedRotatedAndQuantizedIntoTheCache) {
+  const int64_t tokens = 3, start_pos = 4094, capacity = 4100;
+  const std::vector<bf16> k = random_bf16(size_t(tokens * kDim), 1, 2.0f);
+  std::vector<float> norm_weight = random_floats(kDim, 2, 0.3f);  // around 1, as trained
+  const std::vector<float> norm_bias = random_floats(kDim, 3, 0.1f);
+  for (auto& w : norm_weight) w += 1.0f;
+  std::vector<fp8_e4m3> codes(size_t(capacity * kDim), fp8_e4m3{0x55});
+  std::vector<float> scales(size_t(capacity), -1.0f);
+  IndexerKeyParams params{.k = k.data(),
+                          .norm_weight = norm_weight.data(),
+                          .norm_bias = norm_bias.data(),
+                          .rope = &table_,
+                          .tokens = tokens,
+                          .start_pos = start_pos,
+                          .key_codes = codes.data(),
+                          .key_scales = scales.data(),
+                          .cache_capacity = capacity};
+  indexer_keys_reference(params);
+  for (int64_t t = 0; t < tokens; ++t) {
+    double x[kDim], mean = 0.0, variance = 0.0;
+    for (int d = 0; d < kDim; ++d) mean += bf16_to_float(k[size_t(t * kDim + d)]) / kDim;
+    for (int d = 0; d < kDim; ++d)
+      variance += std::pow(bf16_to_float(k[size_t(t * kDim + d)]) - mean, 2) / kDim;
+    for (int d = 0; d < kDim; ++d) {
+      x[d] = (bf16_to_float(k[size_t(t * kDim + d)]) - mean) / std::sqrt(variance + 1e-6) *
+                 norm_weight[size_t(d)] +
+             norm_bias[size_t(d)];
+    }
+    const int64_t slot = start_pos + t;
+    expect_quantized_close(codes.data() + slot * kDim, scales[size_t(slot)],
+                           rope_hadamard(x, table_, slot), 2, "key " + std::to_string(t));
+  }
+  // Rows outside [start_pos, start_pos + tokens) are untouched.
+  EXPECT_EQ(scales[size_t(start_pos - 1)], -1.0f);
+  EXPECT_EQ(scales[size_t(capacity - 1)], -1.0f);
+  EXPECT_EQ(codes[size_t((start_pos - 1) * kDim)].bits, 0x55);
+
+  // Fast: same codes up to one fp8 step where a bf16 intermediate rounded the other way.
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    test::for_each_simd_target([&] {
+      std::vector<fp8_e4m3> fast_codes(codes.size(), fp8_e4m3{0x55});
+      std::vector<float> fast_scales(scales.size(), -1.0f);
+      params.key_codes = fast_codes.data();
+      params.key_scales = fast_scales.data();
+      indexer_keys(params, pool);
+      for (int64_t slot = start_pos; slot < start_pos + tokens; ++slot) {
+        for (int d = 0; d < kDim; ++d) {
+          const double r = fp8_to_float(codes[size_t(slot * kDim + d)]) * scales[size_t(slot)];
+          const double f =
+              fp8_to_float(fast_codes[size_t(slot * kDim + d)]) * fast_scales[size_t(slot)];
+          ASSERT_NEAR(f, r, std::ldexp(std::fabs(r), -3) + std::ldexp(scales[size_t(slot)], -8))
+              << slot << " " << d;
+        }
+      }
+      EXPECT_EQ(fast_scales[size_t(start_pos - 1)], -1.0f);
+    });
+  }
+}
+
+TEST_F(IndexerPipelines, QueriesAreRotatedQuantizedAndWeightsFoldTheScales) {
+  const int64_t tokens = 2, heads = 64, start_pos = 300;
+  const std::vector<bf16> q = random_bf16(size_t(tokens * heads * kDim), 4, 1.5f);
+  const std::vector<float> weights_proj = random_floats(size_t(tokens * heads), 5, 3.0f);
+  std::vector<fp8_e4m3> codes(q.size());
+  std::vector<float> head_weights(size_t(tokens * heads));
+  IndexerQueryParams params{.q = q.data(),
+                            .weights_proj = weights_proj.data(),
+                            .rope = &table_,
+                            .tokens = tokens,
+                            .heads = heads,
+                            .start_pos = start_pos,
+                            .q_codes = codes.data(),
+                            .head_weights = head_weights.data()};
+  indexer_queries_reference(params);
+  for (int64_t t = 0; t < tokens; ++t) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t r = t * heads + h;
+      double x[kDim];
+      for (int d = 0; d < kDim; ++d) x[d] = bf16_to_float(q[size_t(r * kDim + d)]);
+      const std::vector<double> v = rope_hadamard(x, table_, start_pos + t);
+      // head_weight = weights_proj * 64^-0.5 * q_scale * 128^-0.5 with q_scale = 2^ceil(log2(
+      // amax / 448)): recover q_scale and check it is that power of two (amax within bf16
+      // rounding of the double value: 2^-7 relative either side).
+      const double q_scale = head_weights[size_t(r)] /
+                             (weights_proj[size_t(r)] * 0.125 * double(kIndexerSoftmaxScale));
+      // The fp32 product with 128^-0.5 rounds, so the recovered value is a power of two only to
+      // within 2^-23 relative.
+      const float q_scale_f = float(std::exp2(std::round(std::log2(q_scale))));
+      ASSERT_NEAR(q_scale, q_scale_f, 1e-6 * q_scale) << r;
+      double amax = 0.0;
+      for (double y : v) amax = std::max(amax, std::fabs(y));
+      EXPECT_GE(q_scale * 448.0 * (1 + 1.0 / 64), amax) << r;
+      EXPECT_LT(q_scale * 224.0 * (1 - 1.0 / 64), amax) << r;
+      expect_quantized_close(codes.data() + r * kDim, q_scale_f, v, 1,
+                             "query " + std::to_string(r));
+    }
+  }
+  ThreadPool pool(2);
+  test::for_each_simd_target([&] {
+    std::vector<fp8_e4m3> fast_codes(codes.size());
+    std::vector<float> fast_weights(head_weights.size());
+    params.q_codes = fast_codes.data();
+    params.head_weights = fast_weights.data();
+    indexer_queries(params, pool);
+    for (size_t r = 0; r < head_weights.size(); ++r) {
+      // Equal unless a bf16 intermediate moved amax across a power of two (then x2 or /2).
+      const float ratio = fast_weights[r] / head_weights[r];
+      ASSERT_TRUE(ratio == 1.0f || ratio == 2.0f || ratio == 0.5f) << r << " ratio " << ratio;
+    }
+  });
+}
+
+TEST_F(IndexerPipelines, RejectsKeysBeyondTheCache) {
+  std::vector<bf16> k(kDim);
+  std::vector<float> w(kDim), scales(4);
+  std::vector<fp8_e4m3> codes(4 * kDim);
+  IndexerKeyParams params{.k = k.data(),
+                          .norm_weight = w.data(),
+                          .norm_bias = w.data(),
+                          .rope = &table_,
+                          .tokens = 1,
+                          .start_pos = 4,
+                          .key_codes = codes.data(),
+                          .key_scales = scales.data(),
+                          .cache_capacity = 4};
+  try {
+    indexer_keys_reference(params);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("positions [4, 5) exceed the key cache capacity 4"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST_F(IndexerPipelines, RejectsAWrongRopeWidthAndNoHeads) {
+  YarnRopeConfig narrow = config_;
+  narrow.rope_dim = 32;
+  const RopeTable narrow_table(narrow);
+  std::vector<bf16> q(kDim);
+  std::vector<float> w(1);
+  std::vector<fp8_e4m3> codes(kDim);
+  IndexerQueryParams params{.q = q.data(),
+                            .weights_proj = w.data(),
+                            .rope = &narrow_table,
+                            .tokens = 1,
+                            .heads = 1,
+                            .start_pos = 0,
+                            .q_codes = codes.data(),
+                            .head_weights = w.data()};
+  ThreadPool pool(1);
+  try {
+    indexer_queries(params, pool);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("indexer_queries: the RoPE table must rotate 64 dims, got 32"),
+        std::string::npos)
+        << e.what();
+  }
+  params.rope = &table_;
+  params.heads = 0;
+  try {
+    indexer_queries_reference(params);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("heads > 0; got 1, 0, 0"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace dsa
