@@ -12,3 +12,9 @@ endif()
 if(CMAKE_BUILD_TYPE STREQUAL "Debug")
   add_compile_definitions(DSA_DEBUG_CHECKS=1)
 endif()
+if(DSA_FUZZ)
+  # Coverage instrumentation for the library code that fuzz targets reach (without it libFuzzer
+  # sees only the target's own file), and ASan/UBSan so that memory errors are reported.
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=address,undefined)
+endif()

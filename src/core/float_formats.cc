@@ -20,8 +20,8 @@ float fp16_to_float(fp16 x) {
   const uint32_t mantissa = x.bits & 0x3FFu;
   float magnitude;
   if (exponent == 0x1F) {
-    magnitude = mantissa ? std::numeric_limits<float>::quiet_NaN()
-                         : std::numeric_limits<float>::infinity();
+    magnitude =
+        mantissa ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
   } else if (exponent == 0) {
     magnitude = std::ldexp(float(mantissa), -24);  // subnormal: mantissa * 2^-24, exact
   } else {
@@ -37,7 +37,7 @@ fp16 float_to_fp16(float x) {
   if (magnitude > 0x7F800000u) return fp16{uint16_t(sign | 0x7E00u)};  // NaN
   const int exponent = int(magnitude >> 23) - 127;
   if (exponent >= 16) return fp16{uint16_t(sign | 0x7C00u)};  // too large, or inf
-  if (exponent < -25) return fp16{sign};                         // below half the smallest subnormal
+  if (exponent < -25) return fp16{sign};                      // below half the smallest subnormal
   if (exponent < -14) {
     // Subnormal result: units of 2^-24. The implicit bit joins the mantissa before rounding.
     const uint32_t mantissa = (magnitude & 0x7FFFFFu) | 0x800000u;

@@ -82,8 +82,8 @@ TensorView TensorView::slice(int64_t begin, int64_t end) const {
   for (int i = 0; i < shape_.rank(); ++i) dims[i] = shape_[i];
   dims[0] = end - begin;
   auto* base = static_cast<std::byte*>(data_) + begin * strides_[0] * int64_t(dtype_size(dtype_));
-  return TensorView(base, dtype_, Shape(std::span<const int64_t>(dims.data(), size_t(shape_.rank()))),
-                    strides_);
+  return TensorView(base, dtype_,
+                    Shape(std::span<const int64_t>(dims.data(), size_t(shape_.rank()))), strides_);
 }
 
 TensorView TensorView::reshape(Shape shape) const {

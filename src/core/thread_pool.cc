@@ -6,9 +6,7 @@
 
 namespace dsa {
 
-int ThreadPool::hardware_threads() {
-  return std::max(1u, std::thread::hardware_concurrency());
-}
+int ThreadPool::hardware_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
 ThreadPool::ThreadPool(int threads) {
   const int total = threads > 0 ? threads : hardware_threads();
