@@ -1,7 +1,8 @@
 // Reading Hugging Face safetensors files and checkpoints.
 //
 // File layout: 8-byte little-endian header length N, N bytes of JSON header
-//   {"__metadata__": {str: str}, "<name>": {"dtype": "BF16", "shape": [..], "data_offsets": [b, e]}}
+//   {"__metadata__": {str: str}, "<name>": {"dtype": "BF16", "shape": [..], "data_offsets": [b,
+//   e]}}
 // then the data section; offsets are relative to its start. Files are memory-mapped and tensors
 // are zero-copy views into the mapping. A checkpoint is a folder holding model.safetensors, or
 // shards listed by model.safetensors.index.json ({"weight_map": {tensor: shard file}}).
@@ -35,7 +36,9 @@ struct TensorInfo {
   uint64_t nbytes() const { return data_end - data_begin; }
 };
 
-// A read-only memory mapping of a whole file.
+// A read-only memory mapping of a whole file (MAP_PRIVATE, PROT_READ; an empty file maps to an
+// empty span). A file truncated by another process while mapped raises SIGBUS on access, as with
+// any mapping.
 class MappedFile {
  public:
   explicit MappedFile(const std::filesystem::path& path);
@@ -71,7 +74,9 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   const TensorInfo* find(std::string_view name) const;  // nullptr if absent
   // Zero-copy view of a tensor; throws dsa::Error naming the file if absent. The view is
-  // read-only memory: never write through it.
+  // read-only memory: never write through it. The format does not require tensors to be aligned;
+  // a tensor whose data is not aligned to its element size is refused here (typed access would
+  // be undefined behaviour), while bytes() reads any tensor.
   TensorView view(std::string_view name) const;
   std::span<const uint8_t> bytes(const TensorInfo& info) const;
 
@@ -81,7 +86,11 @@ class SafetensorsFile {
   std::map<std::string, size_t, std::less<>> index_;
 };
 
-// A checkpoint folder (or a single .safetensors file): one file or index.json shards.
+// A checkpoint: a folder holding model.safetensors or model.safetensors.index.json (both at once
+// is an error: one of them is stale), a single .safetensors file, or an index file itself. Every
+// shard is opened and checked up front: an index naming a missing shard, a shard path outside
+// the folder, a tensor its shard lacks, or a tensor found in two shards is a dsa::Error.
+// Views stay valid while the Checkpoint lives.
 class Checkpoint {
  public:
   explicit Checkpoint(const std::filesystem::path& path);
@@ -89,11 +98,17 @@ class Checkpoint {
   const std::filesystem::path& directory() const { return directory_; }
   std::vector<std::string> tensor_names() const;  // sorted
   bool contains(std::string_view name) const;
-  const TensorInfo& info(std::string_view name) const;  // throws dsa::Error if absent
-  TensorView view(std::string_view name) const;         // throws dsa::Error if absent
+  const TensorInfo& info(std::string_view name) const;          // throws dsa::Error if absent
+  TensorView view(std::string_view name) const;                 // throws dsa::Error if absent
+  std::span<const uint8_t> bytes(std::string_view name) const;  // throws dsa::Error if absent
   const std::vector<SafetensorsFile>& files() const { return files_; }
 
  private:
+  size_t owner_index(std::string_view name) const;  // throws dsa::Error if absent
+  // The weight_map of an index file: tensor -> shard path inside directory_ (checked to exist).
+  std::map<std::string, std::filesystem::path> read_index(
+      const std::filesystem::path& index_path) const;
+
   std::filesystem::path directory_;
   std::vector<SafetensorsFile> files_;
   std::map<std::string, size_t, std::less<>> owner_;  // tensor name -> index into files_

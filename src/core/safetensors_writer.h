@@ -16,8 +16,9 @@
 
 namespace dsa {
 
-// Fills the bytes of one tensor (exactly numel * dtype_size bytes). Called once, while writing,
-// so large checkpoints can be generated without holding every tensor in memory.
+// Fills the bytes of one tensor (exactly numel * dtype_size bytes, zeroed beforehand). Called
+// once, while writing, so large checkpoints can be generated without holding every tensor in
+// memory. An exception from it aborts the write and leaves the target file untouched.
 using TensorFiller = std::function<void(std::span<uint8_t> out)>;
 
 struct PendingTensor {
@@ -46,7 +47,13 @@ class SafetensorsWriter {
 
   // Writes a Hugging Face checkpoint into `directory`: model.safetensors if everything fits in
   // `max_shard_bytes`, else model-00001-of-0000N.safetensors shards plus
-  // model.safetensors.index.json. Tensors keep the order they were added in.
+  // model.safetensors.index.json. Tensors keep the order they were added in, packed without
+  // padding (a tensor is aligned to its dtype only if the bytes before it are a multiple of its
+  // element size). The metadata goes into every file. Each file is replaced atomically; the index
+  // is written last. A single-file write removes a stale index.json and a sharded write a stale
+  // model.safetensors, so a reader never finds both; old shard files that the new index does not
+  // name are left in place (unused). If a write fails midway, the shards finished before it stay
+  // but no index names them.
   void write_checkpoint(const std::filesystem::path& directory, uint64_t max_shard_bytes,
                         const std::function<void(uint64_t)>& on_tensor_written = {}) const;
 
