@@ -1,6 +1,8 @@
 // Decode-step lightning indexer: scores of one query (64 heads x 128 dims, FP8) against a key
-// cache of 4K/32K/128K tokens, then top-2048. "bytes_per_second" counts key-cache reads only:
-// 128 B of fp8 codes + 4 B of scale per key (132 B/token).
+// cache of 4K/32K/128K tokens, then top-2048. BM_IndexerScores compares the AVX512-BF16 path (on
+// CPUs that have it) with the Highway fp32 path, on one thread and on all cores.
+// "bytes_per_second" counts key-cache reads only: 128 B of fp8 codes + 4 B of scale per key
+// (132 B per token).
 //
 //   build/<dir>/bench/indexer_topk_bench --benchmark_repetitions=5
 //     --benchmark_report_aggregates_only=true
@@ -66,11 +68,14 @@ void set_counters(benchmark::State& state, int64_t depth, int threads) {
       benchmark::Counter(double(state.iterations() * depth), benchmark::Counter::kIsRate);
 }
 
+// Args: keys, avx512bf16 (1: best path for this CPU, 0: force the Highway fp32 path), threads
+// (0: all cores). With threads = 1 the CPU time is the kernel's cost even on a loaded machine.
 void BM_IndexerScores(benchmark::State& state) {
   const int64_t depth = state.range(0);
-  ThreadPool pool(0);
+  ThreadPool pool(int(state.range(2)));
   DecodeStep step(depth);
-  const IndexerScoresParams params = step.scores_params();
+  IndexerScoresParams params = step.scores_params();
+  params.allow_avx512bf16 = state.range(1) != 0;
   for (auto _ : state) {
     indexer_scores(params, pool);
     benchmark::DoNotOptimize(step.scores.data());
@@ -117,9 +122,8 @@ void BM_IndexerScoresReference(benchmark::State& state) {  // baseline, same run
 }
 
 BENCHMARK(BM_IndexerScores)
-    ->Arg(4096)
-    ->Arg(32768)
-    ->Arg(131072)
+    ->ArgNames({"keys", "avx512bf16", "threads"})
+    ->ArgsProduct({{4096, 32768, 131072}, {1, 0}, {1, 0}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_Topk)

@@ -1,7 +1,9 @@
 // MLA decode attention on the CPU: sparse (DSA: H = 128, top-2048 keys of an FP8 cache) and the
 // dense absorbed-mode baseline at 4K / 32K / 128K keys over FP8 and bf16 caches.
 // FLOP/s counts the useful work 2·H·keys·(576 + 512); bytes/s the cache bytes of the attended
-// keys plus q and the output. Run: build/<dir>/bench/mla_bench [--benchmark_filter=...]
+// keys plus q and the output. avx512bf16:1 takes the AVX512-BF16 q·k scores where the CPU has
+// them, avx512bf16:0 forces the Highway fp32 path. Run: build/<dir>/bench/mla_bench
+// [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
@@ -64,7 +66,7 @@ void set_counters(benchmark::State& state, int64_t keys, LatentCacheFormat forma
       (keys * int64_t(latent_token_bytes(format)) + kHeads * (kMlaKeyDim + kMlaLatentDim) * 4));
 }
 
-// Args: cache format (0 = FP8, 1 = bf16), threads.
+// Args: cache format (0 = FP8, 1 = bf16), threads, avx512bf16.
 void BM_SparseMlaDecode(benchmark::State& state) {
   const auto format = LatentCacheFormat(state.range(0));
   const CacheData& data = cache(format, 32768);
@@ -75,8 +77,9 @@ void BM_SparseMlaDecode(benchmark::State& state) {
   const std::vector<float> q = queries();
   std::vector<float> out(size_t(kHeads) * kMlaLatentDim), lse(kHeads);
   ThreadPool pool(int(state.range(1)));
-  const SparseMlaParams p{q.data(), data.view, indices.data(), out.data(),         lse.data(),
-                          1,        kHeads,    kTopk,          mla_softmax_scale()};
+  SparseMlaParams p{q.data(), data.view, indices.data(), out.data(),         lse.data(),
+                    1,        kHeads,    kTopk,          mla_softmax_scale()};
+  p.allow_avx512bf16 = state.range(2) != 0;
   for (auto _ : state) {
     sparse_mla(p, pool);
     benchmark::DoNotOptimize(out.data());
@@ -84,14 +87,15 @@ void BM_SparseMlaDecode(benchmark::State& state) {
   set_counters(state, kTopk, format);
 }
 
-// Args: keys, cache format, threads.
+// Args: keys, cache format, threads, avx512bf16.
 void BM_DenseMlaDecode(benchmark::State& state) {
   const auto format = LatentCacheFormat(state.range(1));
   const CacheData& data = cache(format, state.range(0));
   const std::vector<float> q = queries();
   std::vector<float> out(size_t(kHeads) * kMlaLatentDim), lse(kHeads);
   ThreadPool pool(int(state.range(2)));
-  const DenseMlaParams p{q.data(), data.view, out.data(), lse.data(), kHeads, mla_softmax_scale()};
+  DenseMlaParams p{q.data(), data.view, out.data(), lse.data(), kHeads, mla_softmax_scale()};
+  p.allow_avx512bf16 = state.range(3) != 0;
   for (auto _ : state) {
     dense_mla(p, pool);
     benchmark::DoNotOptimize(out.data());
@@ -100,13 +104,13 @@ void BM_DenseMlaDecode(benchmark::State& state) {
 }
 
 BENCHMARK(BM_SparseMlaDecode)
-    ->ArgNames({"bf16", "threads"})
-    ->ArgsProduct({{0, 1}, {1, 2}})
+    ->ArgNames({"bf16", "threads", "avx512bf16"})
+    ->ArgsProduct({{0, 1}, {1, 2}, {1, 0}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_DenseMlaDecode)
-    ->ArgNames({"keys", "bf16", "threads"})
-    ->ArgsProduct({{4096, 32768, 131072}, {0, 1}, {1, 2}})
+    ->ArgNames({"keys", "bf16", "threads", "avx512bf16"})
+    ->ArgsProduct({{4096, 32768, 131072}, {0, 1}, {1, 2}, {1, 0}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

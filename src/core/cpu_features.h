@@ -1,4 +1,6 @@
-// What the CPU this process runs on can do (for reports; kernels dispatch through Highway).
+// What the CPU this process runs on can do: for reports, and to pick the AVX512-BF16 kernels
+// (indexer scores, MLA q·k) that Highway 1.0.3 cannot express; other kernels dispatch through
+// Highway.
 #pragma once
 
 namespace dsa {

@@ -59,6 +59,8 @@ struct IndexerScoresParams {
   int64_t heads = 64;                   // H
   int64_t keys = 0;                     // S (= start_pos + T for a causal chunk)
   int64_t start_pos = 0;                // absolute position of query row 0
+  // Use AVX512-BF16 (vdpbf16ps) where the CPU has it; false forces the Highway fp32 path.
+  bool allow_avx512bf16 = true;
 };
 
 // Throw dsa::Error naming the bad field.
@@ -72,9 +74,10 @@ void indexer_queries_reference(const IndexerQueryParams& params);
 void indexer_scores_reference(const IndexerScoresParams& params);
 
 // Fast versions over the pool's threads. Keys and queries compose the fast ops (bf16 results
-// within one ulp of the reference, so an fp8 code may land one step away). Scores use fp32 FMA
-// on Highway vectors: the fp8 products are exact in fp32, so only the summation order differs
-// from the reference. Codes 0x7F/0xFF (fp8 NaN, never produced by act_quant) are not supported.
+// within one ulp of the reference, so an fp8 code may land one step away). Scores use bf16 dot
+// products (vdpbf16ps) on CPUs with AVX512-BF16, else fp32 FMA on Highway vectors: fp8 values are
+// exact in bf16 and the products exact in fp32, so only the summation order differs from the
+// reference. Codes 0x7F/0xFF (fp8 NaN, never produced by act_quant) are not supported.
 void indexer_keys(const IndexerKeyParams& params, ThreadPool& pool);
 void indexer_queries(const IndexerQueryParams& params, ThreadPool& pool);
 void indexer_scores(const IndexerScoresParams& params, ThreadPool& pool);

@@ -1,4 +1,5 @@
-// SIMD indexer scores (see indexer.h): fp32 FMA on Highway vectors.
+// SIMD indexer scores (see indexer.h): fp32 FMA on Highway vectors, or the AVX512-BF16 kernel
+// (indexer_scores_avx512bf16.cc) when the CPU has it.
 //
 // Per query row the fp8 query codes become an fp32 panel q[d][h] (heads padded to whole vectors,
 // padding has weight 0). Keys are converted 1-4 at a time to fp32 and each key value is
@@ -8,12 +9,13 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/indexer_fast.cc"
 #include <algorithm>
-#include <limits>
 
+#include "core/cpu_features.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "ops/indexer.h"
+#include "ops/indexer_scores_internal.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace dsa {
@@ -21,8 +23,7 @@ namespace HWY_NAMESPACE {
 
 namespace hn = hwy::HWY_NAMESPACE;
 
-constexpr int64_t kKeyBlock = 256;  // keys per work item
-constexpr int kHeadVecs = 4;        // head vectors per register tile
+constexpr int kHeadVecs = 4;  // head vectors per register tile
 
 // Lanes(df) fp8 e4m3 codes -> their exact fp32 values. The 7 magnitude bits placed at fp32 bits
 // 20..26 read as value * 2^-120 (fp8 subnormals land on fp32 subnormals, still exact), so one
@@ -102,7 +103,7 @@ HWY_INLINE void ScoreKeys(DF df, const float* panel_q, const float* panel_w, int
   }
 }
 
-// Work items [begin, end) of (query row t, key block b), item = t * blocks + b.
+// Work items [begin, end) (indexer_scores_internal.h).
 void ScoreItems(const IndexerScoresParams& p, int64_t begin, int64_t end) {
   const hn::ScalableTag<float> df;
   const int64_t n = int64_t(hn::Lanes(df));
@@ -110,20 +111,12 @@ void ScoreItems(const IndexerScoresParams& p, int64_t begin, int64_t end) {
   const int64_t heads_padded = (p.heads + n - 1) / n * n;
   auto panel_q = hwy::AllocateAligned<float>(size_t(kIndexerHeadDim * heads_padded));  // [d][h]
   auto panel_w = hwy::AllocateAligned<float>(size_t(heads_padded));                    // [h]
-  const int64_t blocks = (p.keys + kKeyBlock - 1) / kKeyBlock;
   int64_t panel_row = -1;
 
   for (int64_t item = begin; item < end; ++item) {
-    const int64_t t = item / blocks;
-    const int64_t block_begin = item % blocks * kKeyBlock;
-    const int64_t block_end = std::min(p.keys, block_begin + kKeyBlock);
-    const int64_t valid_end = std::min(block_end, p.start_pos + t + 1);  // causal
-    float* scores = p.scores + t * p.keys;
-    for (int64_t s = std::max(block_begin, valid_end); s < block_end; ++s) {
-      scores[s] = -std::numeric_limits<float>::infinity();
-    }
-    if (valid_end <= block_begin) continue;
-
+    const indexer_internal::ScoreItem it = indexer_internal::begin_score_item(p, item);
+    if (it.valid_end == it.block_begin) continue;
+    const int64_t t = it.row;
     if (panel_row != t) {
       std::fill(panel_q.get(), panel_q.get() + kIndexerHeadDim * heads_padded, 0.0f);
       std::fill(panel_w.get(), panel_w.get() + heads_padded, 0.0f);
@@ -136,12 +129,13 @@ void ScoreItems(const IndexerScoresParams& p, int64_t begin, int64_t end) {
       panel_row = t;
     }
 
-    int64_t s = block_begin;
-    for (; s + kKeyTile <= valid_end; s += kKeyTile) {
+    float* scores = p.scores + t * p.keys;
+    int64_t s = it.block_begin;
+    for (; s + kKeyTile <= it.valid_end; s += kKeyTile) {
       ScoreKeys<kKeyTile>(df, panel_q.get(), panel_w.get(), heads_padded,
                           p.key_codes + s * kIndexerHeadDim, p.key_scales + s, scores + s);
     }
-    for (; s < valid_end; ++s) {
+    for (; s < it.valid_end; ++s) {
       ScoreKeys<1>(df, panel_q.get(), panel_w.get(), heads_padded,
                    p.key_codes + s * kIndexerHeadDim, p.key_scales + s, scores + s);
     }
@@ -159,9 +153,15 @@ HWY_EXPORT(ScoreItems);
 
 void indexer_scores(const IndexerScoresParams& params, ThreadPool& pool) {
   validate(params);
-  const int64_t blocks = (params.keys + HWY_NAMESPACE::kKeyBlock - 1) / HWY_NAMESPACE::kKeyBlock;
-  pool.parallel_for(params.tokens * blocks, 1, [&](int64_t begin, int64_t end) {
-    HWY_DYNAMIC_DISPATCH(ScoreItems)(params, begin, end);
+  static const bool cpu_has_avx512bf16 = detect_cpu_features().avx512bf16;
+  const bool use_avx512bf16 = params.allow_avx512bf16 && cpu_has_avx512bf16;
+  const int64_t items = params.tokens * indexer_internal::key_blocks(params);
+  pool.parallel_for(items, 1, [&](int64_t begin, int64_t end) {
+    if (use_avx512bf16) {
+      indexer_internal::score_items_avx512bf16(params, begin, end);
+    } else {
+      HWY_DYNAMIC_DISPATCH(ScoreItems)(params, begin, end);
+    }
   });
 }
 

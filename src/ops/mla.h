@@ -38,15 +38,17 @@ struct SparseMlaParams {
   int64_t num_heads = 0;             // H (128 for V3.2)
   int64_t topk = 0;
   float softmax_scale = 0.0f;
+  bool allow_avx512bf16 = true;  // q·k with vdpbf16ps where the CPU has it; false: Highway fp32
 };
 
 struct DenseMlaParams {
-  const float* q = nullptr;  // [H, 576] one decode token, absorbed
+  const float* q = nullptr;  // [H, 576] one decode token, absorbed, bf16 values
   LatentCacheView cache;     // keys 0 .. cache.num_tokens-1 are all attended
   float* out = nullptr;      // [H, 512]
   float* lse = nullptr;      // [H]
   int64_t num_heads = 0;
   float softmax_scale = 0.0f;
+  bool allow_avx512bf16 = true;  // q·k with vdpbf16ps where the CPU has it; false: Highway fp32
 };
 
 constexpr int kMhaQkDim = 192;  // qk_nope_head_dim + qk_rope_head_dim

@@ -1,6 +1,8 @@
 // Fast MLA attention: Highway SIMD (runtime dispatch) + ThreadPool, fp32 online softmax
 // (mla_flash-inl.h). Absorbed mode splits the heads of a query between threads; each thread
 // dequantizes the keys it needs chunk by chunk into fp32 and keeps its heads' running outputs.
+// On CPUs with AVX512-BF16 the q·k scores use vdpbf16ps (mla_scores_avx512bf16.cc) on bf16 copies
+// of the queries and of each chunk's keys; p·v stays fp32 (p is not a bf16 value).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/mla_fast.cc"
 #include <algorithm>
@@ -8,11 +10,13 @@
 #include <vector>
 
 #include "core/aligned_buffer.h"
+#include "core/cpu_features.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "ops/gemm_widen-inl.h"
 #include "ops/mla.h"
 #include "ops/mla_flash-inl.h"
+#include "ops/mla_scores_avx512bf16.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace dsa::HWY_NAMESPACE {
@@ -44,13 +48,22 @@ void DequantizeKey(const std::byte* token, LatentCacheFormat format, float* out)
 }
 
 // Heads [0, heads) of one query (rows of q [heads, 576]) against the keys `ids` (-1 skipped), or
-// against 0 .. count-1 when ids is null. Writes out [heads, 512] and lse [heads].
+// against 0 .. count-1 when ids is null. Writes out [heads, 512] and lse [heads]. With
+// `use_avx512bf16` the scores come from bf16 pairs: q [heads][288] and keys [64][288] dwords.
 void AttendLatent(const float* q, int64_t heads, const LatentCacheView& cache, const int32_t* ids,
-                  int64_t count, float scale, float* out, float* lse) {
+                  int64_t count, float scale, bool use_avx512bf16, float* out, float* lse) {
+  constexpr int kPairs = kMlaKeyDim / 2;
   AlignedBuffer key_buffer(sizeof(float) * kFlashChunk * kMlaKeyDim);
   AlignedBuffer score_buffer(sizeof(float) * 4 * kFlashChunk);
+  AlignedBuffer key_pair_buffer(use_avx512bf16 ? sizeof(uint32_t) * kFlashChunk * kPairs : 0);
+  AlignedBuffer q_pair_buffer(use_avx512bf16 ? sizeof(uint32_t) * size_t(heads) * kPairs : 0);
   float* keys = reinterpret_cast<float*>(key_buffer.data());
   float* scores = reinterpret_cast<float*>(score_buffer.data());
+  uint32_t* key_pairs = reinterpret_cast<uint32_t*>(key_pair_buffer.data());
+  uint32_t* q_pairs = reinterpret_cast<uint32_t*>(q_pair_buffer.data());
+  if (use_avx512bf16) {
+    mla_internal::to_bf16_pairs_avx512bf16(q, heads, kMlaKeyDim, kMlaKeyDim, q_pairs);
+  }
   std::vector<float> row_max(size_t(heads), kNegInf), row_sum(size_t(heads), 0.0f);
   std::fill(out, out + heads * kMlaLatentDim, 0.0f);
   int64_t next = 0;
@@ -63,11 +76,19 @@ void AttendLatent(const float* q, int64_t heads, const LatentCacheView& cache, c
       ++filled;
     }
     if (filled == 0) break;
+    if (use_avx512bf16) {
+      mla_internal::to_bf16_pairs_avx512bf16(keys, filled, kMlaKeyDim, kMlaKeyDim, key_pairs);
+    }
     // Four heads at a time: their scores stay in L1 while the chunk's keys stream from L2.
     for (int64_t h = 0; h < heads; h += 4) {
       const int rows = int(std::min<int64_t>(4, heads - h));
-      ScoreChunk(q + h * kMlaKeyDim, kMlaKeyDim, rows, keys, kMlaKeyDim, filled, kMlaKeyDim, scale,
-                 scores);
+      if (use_avx512bf16) {
+        mla_internal::score_chunk_avx512bf16(q_pairs + h * kPairs, rows, key_pairs, filled, kPairs,
+                                             scale, scores, kFlashChunk);
+      } else {
+        ScoreChunk(q + h * kMlaKeyDim, kMlaKeyDim, rows, keys, kMlaKeyDim, filled, kMlaKeyDim,
+                   scale, scores);
+      }
       FlashChunk(scores, rows, filled, keys, kMlaKeyDim, kMlaLatentDim, out + h * kMlaLatentDim,
                  kMlaLatentDim, row_max.data() + h, row_sum.data() + h);
     }
@@ -118,6 +139,11 @@ HWY_EXPORT(AttendMhaBlock);
 
 namespace {
 
+bool cpu_has_avx512bf16() {
+  static const bool has = detect_cpu_features().avx512bf16;
+  return has;
+}
+
 // Splits the heads of `queries` query rows into pieces so every thread has work: one piece per
 // row when there are enough rows, else the heads of a row are divided between the threads.
 void attend_rows(int64_t queries, int64_t heads, ThreadPool& pool,
@@ -136,20 +162,22 @@ void attend_rows(int64_t queries, int64_t heads, ThreadPool& pool,
 
 void sparse_mla(const SparseMlaParams& p, ThreadPool& pool) {
   validate(p);
+  const bool use_avx512bf16 = p.allow_avx512bf16 && cpu_has_avx512bf16();
   attend_rows(p.num_queries, p.num_heads, pool, [&](int64_t t, int64_t h0, int64_t h1) {
     const int64_t row = t * p.num_heads + h0;
     HWY_DYNAMIC_DISPATCH(AttendLatent)
     (p.q + row * kMlaKeyDim, h1 - h0, p.cache, p.indices + t * p.topk, p.topk, p.softmax_scale,
-     p.out + row * kMlaLatentDim, p.lse + row);
+     use_avx512bf16, p.out + row * kMlaLatentDim, p.lse + row);
   });
 }
 
 void dense_mla(const DenseMlaParams& p, ThreadPool& pool) {
   validate(p);
+  const bool use_avx512bf16 = p.allow_avx512bf16 && cpu_has_avx512bf16();
   attend_rows(1, p.num_heads, pool, [&](int64_t, int64_t h0, int64_t h1) {
     HWY_DYNAMIC_DISPATCH(AttendLatent)
     (p.q + h0 * kMlaKeyDim, h1 - h0, p.cache, nullptr, p.cache.num_tokens, p.softmax_scale,
-     p.out + h0 * kMlaLatentDim, p.lse + h0);
+     use_avx512bf16, p.out + h0 * kMlaLatentDim, p.lse + h0);
   });
 }
 

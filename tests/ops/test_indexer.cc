@@ -2,12 +2,15 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <random>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "ops/indexer.h"
+#include "ops/indexer_scores_internal.h"
 #include "simd_targets.h"
 
 namespace dsa {
@@ -130,9 +133,33 @@ TEST(IndexerScores, OrderIsReluThenWeightThenHeadSumThenKeyScale) {
   indexer_scores_reference(params);
   EXPECT_EQ(score, 4.0f);
   ThreadPool pool(1);
-  score = 0.0f;
-  indexer_scores(params, pool);
-  EXPECT_EQ(score, 4.0f);
+  for (bool allow_avx512bf16 : {true, false}) {
+    params.allow_avx512bf16 = allow_avx512bf16;
+    score = 0.0f;
+    indexer_scores(params, pool);
+    EXPECT_EQ(score, 4.0f) << "allow_avx512bf16 " << allow_avx512bf16;
+  }
+}
+
+// Calls body(path, run) once per fast path this machine has, where run(params) computes the
+// scores: the AVX512-BF16 kernel (directly, so a broken dispatch cannot hide it, and through
+// indexer_scores) where the CPU has it, and the Highway fallback on every SIMD target.
+template <class Body>
+void for_each_scores_path(ThreadPool& pool, Body body) {
+  if (detect_cpu_features().avx512bf16) {
+    body("avx512bf16 kernel", [&](const IndexerScoresParams& p) {
+      indexer_internal::score_items_avx512bf16(p, 0, p.tokens * indexer_internal::key_blocks(p));
+    });
+    body("avx512bf16 dispatched", [&](const IndexerScoresParams& p) { indexer_scores(p, pool); });
+  } else {
+    std::printf("note: this CPU has no AVX512-BF16; only the Highway path is tested\n");
+  }
+  test::for_each_simd_target([&] {
+    body("highway", [&](IndexerScoresParams p) {
+      p.allow_avx512bf16 = false;
+      indexer_scores(p, pool);
+    });
+  });
 }
 
 TEST(IndexerScores, FastMatchesReference) {
@@ -145,11 +172,16 @@ TEST(IndexerScores, FastMatchesReference) {
       {1, 64, 777, 776},  // decode: one query, 64 heads, every key valid
       {1, 64, 1, 0},      // a single key
       {5, 64, 261, 254},  // chunk crossing the 256-key block boundary
-      {4, 16, 9, 5},      // keys not a multiple of the key tile
+      {4, 16, 9, 5},      // keys not a multiple of the key tile; one 16-lane head vector
       {3, 20, 40, 37},    // heads not a multiple of the vector width
       {2, 1, 5, 3},       // one head
       {6, 4, 6, 0},       // prefill from 0: causal triangle
       {2, 8, 300, 100},   // keys beyond the causal window: -inf
+      {1, 32, 515, 514},  // two head vectors; two full blocks and 3 keys
+      {2, 48, 70, 68},    // three head vectors (the remainder group)
+      {2, 80, 13, 11},    // a full group of four head vectors plus one
+      {3, 17, 258, 255},  // 16 + 1 heads; rows end on both sides of a block boundary
+      {6, 32, 300, 270},  // chunked prefill: 6 rows from position 270 over two key blocks
   };
   uint32_t seed = 10;
   for (const Shape& shape : shapes) {
@@ -164,21 +196,87 @@ TEST(IndexerScores, FastMatchesReference) {
     }
     for (int threads : {1, 2}) {
       ThreadPool pool(threads);
-      test::for_each_simd_target([&] {
+      for_each_scores_path(pool, [&](const char* path, auto run) {
         std::vector<float> fast(ref.size(), 123.0f);
-        indexer_scores(c.params(fast.data()), pool);
+        run(c.params(fast.data()));
         for (size_t i = 0; i < ref.size(); ++i) {
           if (std::isinf(ref[i])) {
-            ASSERT_EQ(fast[i], ref[i]) << "masked element " << i;
+            ASSERT_EQ(fast[i], ref[i]) << "masked element " << i << " path " << path;
           } else {
             ASSERT_NEAR(fast[i], ref[i], bounds[i])
                 << "element " << i << " of T=" << c.tokens << " H=" << c.heads << " S=" << c.keys
-                << " start " << c.start_pos << " threads " << threads;
+                << " start " << c.start_pos << " threads " << threads << " path " << path;
           }
         }
       });
     }
   }
+}
+
+TEST(IndexerScores, FastIsExactOnEveryFp8Code) {
+  // Every non-NaN fp8 value (subnormals and +-448 included) as a key and as a query value, with a
+  // dot that has a single nonzero product by 1.0 and heads +q, -q weighted +1, -1: the score is
+  // ReLU(v) - ReLU(-v) = v exactly in any summation order, so a conversion error shows up as is.
+  std::vector<uint8_t> codes;
+  for (int bits = 0; bits < 256; ++bits) {
+    if ((bits & 0x7F) != 0x7F) codes.push_back(uint8_t(bits));
+  }
+  const int64_t n = int64_t(codes.size());
+  const fp8_e4m3 one = float_to_fp8(1.0f), zero{0};
+  const std::vector<float> unit_scales(size_t(n), 1.0f);
+
+  // Keys: key s holds code s at dim s % 128; the query is all ones (head 0) and all minus ones.
+  std::vector<fp8_e4m3> keys(size_t(n * kDim), zero), ones_q(2 * kDim, one);
+  for (int d = 0; d < kDim; ++d) ones_q[kDim + d] = float_to_fp8(-1.0f);
+  for (int64_t s = 0; s < n; ++s) keys[size_t(s * kDim + s % kDim)] = fp8_e4m3{codes[size_t(s)]};
+  const std::vector<float> plus_minus = {1.0f, -1.0f};
+  std::vector<float> key_scores(codes.size());
+  const IndexerScoresParams key_params{.q_codes = ones_q.data(),
+                                       .head_weights = plus_minus.data(),
+                                       .key_codes = keys.data(),
+                                       .key_scales = unit_scales.data(),
+                                       .scores = key_scores.data(),
+                                       .tokens = 1,
+                                       .heads = 2,
+                                       .keys = n,
+                                       .start_pos = n - 1};
+
+  // Queries: row t holds code t at dim t % 128 in head 0 and its negation in head 1; every key
+  // is all ones, so row t scores its value against each of the keys it sees.
+  std::vector<fp8_e4m3> queries(size_t(n * 2 * kDim), zero), ones_k(size_t(n * kDim), one);
+  std::vector<float> row_weights(size_t(2 * n));
+  for (int64_t t = 0; t < n; ++t) {
+    queries[size_t(t * 2 * kDim + t % kDim)] = fp8_e4m3{codes[size_t(t)]};
+    queries[size_t(t * 2 * kDim + kDim + t % kDim)] = fp8_e4m3{uint8_t(codes[size_t(t)] ^ 0x80)};
+    row_weights[size_t(2 * t)] = 1.0f;
+    row_weights[size_t(2 * t + 1)] = -1.0f;
+  }
+  std::vector<float> query_scores(codes.size() * codes.size());
+  const IndexerScoresParams query_params{.q_codes = queries.data(),
+                                         .head_weights = row_weights.data(),
+                                         .key_codes = ones_k.data(),
+                                         .key_scales = unit_scales.data(),
+                                         .scores = query_scores.data(),
+                                         .tokens = n,
+                                         .heads = 2,
+                                         .keys = n,
+                                         .start_pos = 0};
+
+  ThreadPool pool(2);
+  for_each_scores_path(pool, [&](const char* path, auto run) {
+    run(key_params);
+    for (int64_t s = 0; s < n; ++s) {
+      ASSERT_EQ(key_scores[size_t(s)], fp8_to_float(fp8_e4m3{codes[size_t(s)]}))
+          << "key code " << int(codes[size_t(s)]) << " path " << path;
+    }
+    run(query_params);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t s = 0; s <= t; ++s) {
+        ASSERT_EQ(query_scores[size_t(t * n + s)], fp8_to_float(fp8_e4m3{codes[size_t(t)]}))
+            << "query code " << int(codes[size_t(t)]) << " key " << s << " path " << path;
+      }
+    }
+  });
 }
 
 TEST(IndexerScores, RejectsACacheShorterThanTheQueries) {

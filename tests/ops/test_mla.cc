@@ -19,9 +19,11 @@
 #include <string>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/float_formats.h"
 #include "ops/mla.h"
+#include "ops/mla_scores_avx512bf16.h"
 #include "simd_targets.h"
 
 namespace dsa {
@@ -129,6 +131,12 @@ void expect_row_close(const float* out, const float* lse, const float* q, int64_
   }
 }
 
+// Versions compared with the exact attention: 0 = reference; 1, 2 = fast on 1 and 2 threads with
+// the AVX512-BF16 scores where the CPU has them; 3, 4 = the same with the Highway fp32 scores.
+constexpr int kVersions = 5;
+int threads_of(int version) { return version % 2 ? 1 : 2; }
+bool allows_avx512bf16(int version) { return version <= 2; }
+
 struct SparseCase {
   int64_t heads;
   std::vector<std::vector<int32_t>> rows;  // one index list per query, all of length topk
@@ -150,7 +158,7 @@ void run_sparse_case(const SparseCase& test, LatentCacheFormat format, int64_t c
   p.num_heads = test.heads;
   p.topk = topk;
   p.softmax_scale = mla_softmax_scale();
-  for (int version = 0; version < 3; ++version) {  // reference, fast 1 thread, fast 2 threads
+  for (int version = 0; version < kVersions; ++version) {
     std::vector<float> out(size_t(T * test.heads * kMlaLatentDim), -7.0f),
         lse(size_t(T * test.heads));
     p.out = out.data();
@@ -158,7 +166,8 @@ void run_sparse_case(const SparseCase& test, LatentCacheFormat format, int64_t c
     if (version == 0) {
       sparse_mla_ref(p);
     } else {
-      ThreadPool pool(version);
+      ThreadPool pool(threads_of(version));
+      p.allow_avx512bf16 = allows_avx512bf16(version);
       sparse_mla(p, pool);
     }
     for (int64_t t = 0; t < T; ++t) {
@@ -290,14 +299,15 @@ TEST(DenseMla, MatchesExactAttentionOverAllKeys) {
       const Cache cache = make_cache(format, keys, 21);
       const int64_t heads = 6;
       const std::vector<float> q = make_queries(heads, 22);
-      for (int version = 0; version < 3; ++version) {
+      for (int version = 0; version < kVersions; ++version) {
         std::vector<float> out(heads * kMlaLatentDim), lse(heads);
         DenseMlaParams p{q.data(),   cache.view(), out.data(),
                          lse.data(), heads,        mla_softmax_scale()};
         if (version == 0) {
           dense_mla_ref(p);
         } else {
-          ThreadPool pool(version);
+          ThreadPool pool(threads_of(version));
+          p.allow_avx512bf16 = allows_avx512bf16(version);
           dense_mla(p, pool);
         }
         expect_row_close(
@@ -306,6 +316,41 @@ TEST(DenseMla, MatchesExactAttentionOverAllKeys) {
             "dense keys " + std::to_string(keys) + " version " + std::to_string(version));
       }
     }
+  }
+}
+
+TEST(MlaAvx512Bf16Scores, PairsAreExactAndScoresMatchExactDots) {
+  // Called directly (not through the dispatch), so a dispatch that never picks it cannot hide
+  // it. 5 rows x 7 keys cover the 4 x 4 blocks and both tails. The products of bf16 values are
+  // exact in fp32, so each score is within 576 u sum|q k| of the exact dot (u = 2^-24), plus one
+  // rounding for the scale.
+  if (!detect_cpu_features().avx512bf16) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  constexpr int kPairs = kMlaKeyDim / 2, kRows = 5, kKeys = 7, kStride = 8;
+  const std::vector<float> q = make_queries(kRows, 31), k = make_queries(kKeys, 32);
+  std::vector<uint32_t> q_pairs(kRows * kPairs), k_pairs(kKeys * kPairs);
+  mla_internal::to_bf16_pairs_avx512bf16(q.data(), kRows, kMlaKeyDim, kMlaKeyDim, q_pairs.data());
+  mla_internal::to_bf16_pairs_avx512bf16(k.data(), kKeys, kMlaKeyDim, kMlaKeyDim, k_pairs.data());
+  for (int i = 0; i < kRows * kPairs; ++i) {
+    const uint32_t expected =
+        float_to_bf16(q[2 * i]).bits | uint32_t(float_to_bf16(q[2 * i + 1]).bits) << 16;
+    ASSERT_EQ(q_pairs[i], expected) << "pair " << i;
+  }
+  const float scale = mla_softmax_scale();
+  std::vector<float> scores(kRows * kStride, -1.0f);
+  mla_internal::score_chunk_avx512bf16(q_pairs.data(), kRows, k_pairs.data(), kKeys, kPairs, scale,
+                                       scores.data(), kStride);
+  for (int r = 0; r < kRows; ++r) {
+    for (int c = 0; c < kKeys; ++c) {
+      double dot = 0.0, magnitude = 0.0;
+      for (int d = 0; d < kMlaKeyDim; ++d) {
+        const double product = double(q[r * kMlaKeyDim + d]) * k[c * kMlaKeyDim + d];
+        dot += product;
+        magnitude += std::fabs(product);
+      }
+      const double bound = scale * (kMlaKeyDim * 0x1p-24 * magnitude + 0x1p-24 * std::fabs(dot));
+      EXPECT_NEAR(scores[r * kStride + c], scale * dot, bound) << "row " << r << " key " << c;
+    }
+    EXPECT_EQ(scores[r * kStride + kKeys], -1.0f) << "row " << r << ": wrote past the keys";
   }
 }
 
