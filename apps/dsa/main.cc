@@ -13,6 +13,12 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string(dsa::kVersion));
   app.require_subcommand(1);
   dsa::cli::register_info(app);
+  dsa::cli::register_tokenize(app);
+  dsa::cli::register_tokenizer(app);
+  dsa::cli::register_init_model(app);
+  dsa::cli::register_inspect(app);
+  dsa::cli::register_chat_template(app);
+  dsa::cli::register_bench(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
