@@ -8,9 +8,9 @@
 namespace dsa {
 
 struct AcceleratorInfo {
-  bool cuda_built = false;          // compiled with the CUDA backend
+  bool cuda_built = false;           // compiled with the CUDA backend
   std::vector<std::string> devices;  // one line per usable CUDA device: name, memory, SM version
-  std::string status;               // why there is none, when `devices` is empty
+  std::string status;                // why there is none, when `devices` is empty
 };
 
 AcceleratorInfo query_accelerators();

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-
 #include <cstring>
 #include <nlohmann/json.hpp>
 
@@ -162,7 +161,8 @@ TEST(SafetensorsWriter, EveryTensorIsAlignedToItsElementSize) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(view.raw_data()) % dtype_size(tensor.dtype), 0u)
         << tensor.name;
     const auto* bytes = static_cast<const uint8_t*>(view.raw_data());
-    EXPECT_TRUE(std::equal(bytes, bytes + tensor.bytes.size(), tensor.bytes.begin())) << tensor.name;
+    EXPECT_TRUE(std::equal(bytes, bytes + tensor.bytes.size(), tensor.bytes.begin()))
+        << tensor.name;
   }
 }
 
