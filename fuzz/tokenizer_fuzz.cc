@@ -21,8 +21,8 @@ const dsa::text::Tokenizer& trained_tokenizer() {
     dsa::text::BpeTrainer trainer({.vocab_size = 400, .min_frequency = 2});
     trainer.add_text(
         "The quick brown fox jumps over the lazy dog. 1234567 3.14159 def f(x): return x * 2\n"
-        "深度求索 稀疏注意力 <think>reasoning</think> \t  tabs and   spaces\r\n emoji 🙂🙂 "
-        "👍🏽");
+        "深度求索 稀疏注意力 <think>reasoning</think>\n"
+        "\t  tabs and   spaces\r\n emoji 🙂🙂 👍🏽");
     return dsa::text::Tokenizer::from_json_text(trainer.train_to_json(), "fuzz-trained");
   }();
   return tokenizer;
