@@ -23,6 +23,22 @@ void quantize_rows(const bf16* x, int64_t rows, fp8_e4m3* codes, float* scales, 
   });
 }
 
+// Indexer q and k rows both get non-interleaved RoPE on their first 64 dims, then the Hadamard
+// rotation (dsa-reference §3.4): `x` is [tokens, heads, 128] bf16, rotated in place.
+void rotate_rows(bf16* x, int64_t tokens, int64_t heads, int64_t start_pos, const RopeTable& rope,
+                 ThreadPool& pool) {
+  apply_rope({.x = x,
+              .tokens = tokens,
+              .heads = heads,
+              .row = kIndexerHeadDim,
+              .offset = 0,
+              .start_pos = start_pos,
+              .layout = RopeLayout::kHalves,
+              .table = &rope},
+             pool);
+  hadamard_128({.x = x, .out = x, .rows = tokens * heads}, pool);
+}
+
 }  // namespace
 
 void indexer_keys(const IndexerKeyParams& params, ThreadPool& pool) {
@@ -35,16 +51,7 @@ void indexer_keys(const IndexerKeyParams& params, ThreadPool& pool) {
               .tokens = params.tokens,
               .dim = kIndexerHeadDim},
              pool);
-  apply_rope({.x = k.data(),
-              .tokens = params.tokens,
-              .heads = 1,
-              .row = kIndexerHeadDim,
-              .offset = 0,
-              .start_pos = params.start_pos,
-              .layout = RopeLayout::kHalves,
-              .table = params.rope},
-             pool);
-  hadamard_128({.x = k.data(), .out = k.data(), .rows = params.tokens}, pool);
+  rotate_rows(k.data(), params.tokens, 1, params.start_pos, *params.rope, pool);
   quantize_rows(k.data(), params.tokens, params.key_codes + params.start_pos * kIndexerHeadDim,
                 params.key_scales + params.start_pos, pool);
 }
@@ -53,16 +60,7 @@ void indexer_queries(const IndexerQueryParams& params, ThreadPool& pool) {
   validate(params);
   const int64_t rows = params.tokens * params.heads;
   std::vector<bf16> q(params.q, params.q + rows * kIndexerHeadDim);
-  apply_rope({.x = q.data(),
-              .tokens = params.tokens,
-              .heads = params.heads,
-              .row = kIndexerHeadDim,
-              .offset = 0,
-              .start_pos = params.start_pos,
-              .layout = RopeLayout::kHalves,
-              .table = params.rope},
-             pool);
-  hadamard_128({.x = q.data(), .out = q.data(), .rows = rows}, pool);
+  rotate_rows(q.data(), params.tokens, params.heads, params.start_pos, *params.rope, pool);
   std::vector<float> q_scales(static_cast<size_t>(rows));
   quantize_rows(q.data(), rows, params.q_codes, q_scales.data(), pool);
   const float heads_scale = float(1.0 / std::sqrt(double(params.heads)));  // H ** -0.5

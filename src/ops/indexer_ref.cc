@@ -29,6 +29,20 @@ void quantize_rows(const bf16* x, int64_t rows, fp8_e4m3* codes, float* scales) 
   }
 }
 
+// Indexer q and k rows both get non-interleaved RoPE on their first 64 dims, then the Hadamard
+// rotation (dsa-reference §3.4): `x` is [tokens, heads, 128] bf16, rotated in place.
+void rotate_rows(bf16* x, int64_t tokens, int64_t heads, int64_t start_pos, const RopeTable& rope) {
+  apply_rope_reference({.x = x,
+                        .tokens = tokens,
+                        .heads = heads,
+                        .row = kIndexerHeadDim,
+                        .offset = 0,
+                        .start_pos = start_pos,
+                        .layout = RopeLayout::kHalves,
+                        .table = &rope});
+  hadamard_128_reference({.x = x, .out = x, .rows = tokens * heads});
+}
+
 }  // namespace
 
 void validate(const IndexerKeyParams& params) {
@@ -84,15 +98,7 @@ void indexer_keys_reference(const IndexerKeyParams& params) {
                         .out = k.data(),
                         .tokens = params.tokens,
                         .dim = kIndexerHeadDim});
-  apply_rope_reference({.x = k.data(),
-                        .tokens = params.tokens,
-                        .heads = 1,
-                        .row = kIndexerHeadDim,
-                        .offset = 0,
-                        .start_pos = params.start_pos,
-                        .layout = RopeLayout::kHalves,
-                        .table = params.rope});
-  hadamard_128_reference({.x = k.data(), .out = k.data(), .rows = params.tokens});
+  rotate_rows(k.data(), params.tokens, 1, params.start_pos, *params.rope);
   quantize_rows(k.data(), params.tokens, params.key_codes + params.start_pos * kIndexerHeadDim,
                 params.key_scales + params.start_pos);
 }
@@ -101,15 +107,7 @@ void indexer_queries_reference(const IndexerQueryParams& params) {
   validate(params);
   const int64_t rows = params.tokens * params.heads;
   std::vector<bf16> q(params.q, params.q + rows * kIndexerHeadDim);
-  apply_rope_reference({.x = q.data(),
-                        .tokens = params.tokens,
-                        .heads = params.heads,
-                        .row = kIndexerHeadDim,
-                        .offset = 0,
-                        .start_pos = params.start_pos,
-                        .layout = RopeLayout::kHalves,
-                        .table = params.rope});
-  hadamard_128_reference({.x = q.data(), .out = q.data(), .rows = rows});
+  rotate_rows(q.data(), params.tokens, params.heads, params.start_pos, *params.rope);
   std::vector<float> q_scales(static_cast<size_t>(rows));
   quantize_rows(q.data(), rows, params.q_codes, q_scales.data());
   const float heads_scale = float(1.0 / std::sqrt(double(params.heads)));  // H ** -0.5
