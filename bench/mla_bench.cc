@@ -21,6 +21,7 @@ namespace {
 
 constexpr int64_t kHeads = 128;
 constexpr int64_t kTopk = 2048;
+constexpr LatentDims kDims;  // V3.2: 512 latent + 64 RoPE dims
 
 struct CacheData {
   std::vector<std::byte> bytes;
@@ -33,18 +34,18 @@ const CacheData& cache(LatentCacheFormat format, int64_t tokens) {
   auto& slot = caches[{int(format), tokens}];
   if (!slot) {
     slot = std::make_unique<CacheData>();
-    const size_t token_bytes = latent_token_bytes(format);
+    const size_t token_bytes = latent_token_bytes(format, kDims);
     slot->bytes.resize(size_t(tokens) * token_bytes);
     std::mt19937 rng(1);
     std::normal_distribution<float> dist(0.0f, 1.0f);
-    std::vector<float> latent(kMlaLatentDim), rope(kMlaRopeDim);
+    std::vector<float> latent(kDims.latent), rope(kDims.rope);
     for (int64_t t = 0; t < tokens; ++t) {
       for (float& x : latent) x = round_to_bf16(dist(rng));
       for (float& x : rope) x = round_to_bf16(dist(rng));
       pack_latent_token(latent, rope, format, ScaleFormat::kUe8m0,
                         slot->bytes.data() + size_t(t) * token_bytes);
     }
-    slot->view = {format, slot->bytes.data(), tokens};
+    slot->view = {format, kDims, slot->bytes.data(), tokens};
   }
   return *slot;
 }
@@ -52,18 +53,18 @@ const CacheData& cache(LatentCacheFormat format, int64_t tokens) {
 std::vector<float> queries() {
   std::mt19937 rng(2);
   std::normal_distribution<float> dist(0.0f, 0.05f);
-  std::vector<float> q(size_t(kHeads) * kMlaKeyDim);
+  std::vector<float> q(size_t(kHeads) * kDims.key());
   for (float& x : q) x = round_to_bf16(dist(rng));
   return q;
 }
 
 void set_counters(benchmark::State& state, int64_t keys, LatentCacheFormat format) {
-  const double flops = 2.0 * kHeads * double(keys) * (kMlaKeyDim + kMlaLatentDim);
+  const double flops = 2.0 * kHeads * double(keys) * (kDims.key() + kDims.latent);
   state.counters["FLOP/s"] =
       benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetBytesProcessed(
-      int64_t(state.iterations()) *
-      (keys * int64_t(latent_token_bytes(format)) + kHeads * (kMlaKeyDim + kMlaLatentDim) * 4));
+  state.SetBytesProcessed(int64_t(state.iterations()) *
+                          (keys * int64_t(latent_token_bytes(format, kDims)) +
+                           kHeads * (kDims.key() + kDims.latent) * 4));
 }
 
 // Args: cache format (0 = FP8, 1 = bf16), threads, avx512bf16.
@@ -75,7 +76,7 @@ void BM_SparseMlaDecode(benchmark::State& state) {
   std::shuffle(indices.begin(), indices.end(), std::mt19937(3));
   indices.resize(kTopk);
   const std::vector<float> q = queries();
-  std::vector<float> out(size_t(kHeads) * kMlaLatentDim), lse(kHeads);
+  std::vector<float> out(size_t(kHeads) * kDims.latent), lse(kHeads);
   ThreadPool pool(int(state.range(1)));
   SparseMlaParams p{q.data(), data.view, indices.data(), out.data(),         lse.data(),
                     1,        kHeads,    kTopk,          mla_softmax_scale()};
@@ -92,7 +93,7 @@ void BM_DenseMlaDecode(benchmark::State& state) {
   const auto format = LatentCacheFormat(state.range(1));
   const CacheData& data = cache(format, state.range(0));
   const std::vector<float> q = queries();
-  std::vector<float> out(size_t(kHeads) * kMlaLatentDim), lse(kHeads);
+  std::vector<float> out(size_t(kHeads) * kDims.latent), lse(kHeads);
   ThreadPool pool(int(state.range(2)));
   DenseMlaParams p{q.data(), data.view, out.data(), lse.data(), kHeads, mla_softmax_scale()};
   p.allow_avx512bf16 = state.range(3) != 0;

@@ -1,20 +1,31 @@
-// `dsa bench`: user-facing benchmarks. `dsa bench attention` times one layer's attention per
-// token (decode and prefill) at several cache depths for dense MLA and DSA (src/perf/
-// attention_bench.h), and prints a llama-bench style markdown table with the machine's measured
-// peaks, or JSON records with --json. Progress goes to stderr only on a terminal.
+// `dsa bench`: user-facing benchmarks, printed as llama-bench style markdown tables or, with
+// --json, JSON records. Progress goes to stderr only on a terminal.
+//   dsa bench -m DIR      the whole model: prompt processing (pp) and generation (tg) tokens/s at
+//                         several cache depths, sparse vs dense attention (src/perf/model_bench.h),
+//                         optionally plotted as cost per token against position (--plot)
+//   dsa bench attention   one layer's attention per token (decode and prefill) at several cache
+//                         depths for dense MLA and DSA (src/perf/attention_bench.h), with the
+//                         machine's measured peaks
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
+#include <filesystem>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/thread_pool.h"
+#include "core/version.h"
+#include "model/forward.h"
+#include "model/tensor_layout.h"
 #include "perf/attention_bench.h"
 #include "perf/machine_peaks.h"
+#include "perf/model_bench.h"
+#include "perf/svg_plot.h"
 
 namespace dsa::cli {
 namespace {
@@ -25,28 +36,45 @@ const std::vector<int64_t> kDefaultDepths = {1024, 4096, 16384, 65536, 131072};
 const std::vector<int64_t> kQuickDepths = {1024, 4096, 16384};
 
 // Numeric flags arrive as text so a bad value is a dsa::Error (exit status 1) naming the flag.
-int64_t parse_positive(const std::string& text, const std::string& flag) {
+int64_t parse_at_least(const std::string& text, const std::string& flag, int64_t minimum) {
   int64_t value = 0;
   const char* end = text.data() + text.size();
   const auto [ptr, ec] = std::from_chars(text.data(), end, value);
   if (text.empty() || ec != std::errc() || ptr != end) {
     fail("{}: '{}' is not an integer", flag, text);
   }
-  if (value < 1) fail("{}: {} must be at least 1", flag, value);
+  if (value < minimum) fail("{}: {} must be at least {}", flag, value, minimum);
   return value;
 }
 
-std::vector<int64_t> parse_depths(const std::string& text) {
-  std::vector<int64_t> depths;
+int64_t parse_positive(const std::string& text, const std::string& flag) {
+  return parse_at_least(text, flag, 1);
+}
+
+// "a,b,c" -> the items (an empty text is one empty item, reported by the item's parser).
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> items;
   size_t pos = 0;
   while (true) {
     const size_t comma = text.find(',', pos);
-    const std::string item = text.substr(pos, comma == std::string::npos ? comma : comma - pos);
-    depths.push_back(parse_positive(item, "--depths"));
-    if (comma == std::string::npos) break;
+    items.push_back(text.substr(pos, comma == std::string::npos ? comma : comma - pos));
+    if (comma == std::string::npos) return items;
     pos = comma + 1;
   }
+}
+
+std::vector<int64_t> parse_depths(const std::string& text, const std::string& flag,
+                                  int64_t minimum) {
+  std::vector<int64_t> depths;
+  for (const std::string& item : split_commas(text)) {
+    depths.push_back(parse_at_least(item, flag, minimum));
+  }
   return depths;
+}
+
+int parse_threads(const std::string& text) {
+  return text.empty() ? ThreadPool::hardware_threads()
+                      : int(std::min<int64_t>(parse_positive(text, "--threads"), 4096));
 }
 
 struct BenchAttentionOptions {
@@ -142,7 +170,7 @@ void print_table(const std::vector<AttentionResult>& results, const MachinePeaks
 void run_bench_attention(const BenchAttentionOptions& options) {
   AttentionBenchConfig config;
   config.depths = options.depths.empty() ? (options.quick ? kQuickDepths : kDefaultDepths)
-                                         : parse_depths(options.depths);
+                                         : parse_depths(options.depths, "--depths", 1);
   if (!options.runs.empty()) {
     config.runs = int(std::min<int64_t>(parse_positive(options.runs, "--runs"), 1000));
   } else if (options.quick) {
@@ -154,10 +182,7 @@ void run_bench_attention(const BenchAttentionOptions& options) {
   }
   config.decode = options.mode != "prefill";
   config.prefill = options.mode != "decode";
-  const int threads =
-      options.threads.empty()
-          ? ThreadPool::hardware_threads()
-          : int(std::min<int64_t>(parse_positive(options.threads, "--threads"), 4096));
+  const int threads = parse_threads(options.threads);
   validate(config);
 
   ThreadPool pool(threads);
@@ -176,11 +201,214 @@ void run_bench_attention(const BenchAttentionOptions& options) {
   }
 }
 
+// ---- dsa bench -m DIR ---------------------------------------------------------------------------
+
+struct BenchModelOptions {
+  std::string model_dir;
+  std::string depths = "0,1024,4096";
+  std::string n_prompt = "512", n_gen = "128", runs = "3", threads;
+  std::string attention = "sparse,dense";
+  std::string plot;
+  bool synthetic = false;
+  bool json = false;
+};
+
+ModelBenchConfig model_bench_config(const BenchModelOptions& o) {
+  ModelBenchConfig config;
+  if (o.depths.empty()) fail("-d: no depths given");
+  config.depths = parse_depths(o.depths, "-d", 0);
+  config.n_prompt = parse_at_least(o.n_prompt, "-p", 0);
+  config.n_gen = parse_at_least(o.n_gen, "-n", 0);
+  config.runs = int(std::min<int64_t>(parse_positive(o.runs, "-r"), 1000));
+  config.modes.clear();
+  for (const std::string& name : split_commas(o.attention)) {
+    if (name != "sparse" && name != "dense" && name != "auto") {
+      fail("--attention: '{}' is not one of sparse, dense, auto", name);
+    }
+    config.modes.push_back(parse_attention_mode(name));
+  }
+  config.synthetic_cache = o.synthetic;
+  return config;
+}
+
+// What the tables and records say about the run besides the timings.
+struct BenchContext {
+  std::string model;   // the model folder's name
+  int64_t params = 0;  // main-model parameters (MTP layers excluded: they do not run)
+  int threads = 0;
+  bool synthetic = false;
+  std::string cpu;
+  uint64_t peak_rss = 0;
+  double load_average = -1;
+};
+
+std::string format_params(int64_t params) {
+  return params >= 1'000'000'000 ? fmt::format("{:.2f} B", double(params) * 1e-9)
+                                 : fmt::format("{:.2f} M", double(params) * 1e-6);
+}
+
+json model_result_json(const ModelBenchResult& r, const BenchContext& ctx) {
+  const TimingStats rate = r.tokens_per_second(), per_token = r.seconds_per_token();
+  return {{"model", ctx.model},
+          {"n_params", ctx.params},
+          {"mode", attention_mode_name(r.mode)},
+          {"depth", r.depth},
+          {"test", model_bench_test_name(r.test)},
+          {"n_tokens", r.n_tokens},
+          {"runs", rate.runs},
+          {"tokens_per_s", rate.median},
+          {"tokens_per_s_min", rate.min},
+          {"tokens_per_s_max", rate.max},
+          {"ms_per_token", per_token.median * 1e3},
+          {"ms_per_token_min", per_token.min * 1e3},
+          {"ms_per_token_max", per_token.max * 1e3},
+          {"threads", ctx.threads},
+          {"synthetic", ctx.synthetic},
+          {"cpu", ctx.cpu},
+          {"dsa_version", std::string(kVersion)},
+          {"peak_rss_bytes", ctx.peak_rss},
+          {"load_average_1m", ctx.load_average}};
+}
+
+void print_model_table(const std::vector<ModelBenchResult>& results, const BenchContext& ctx) {
+  fmt::print("dsa {}, {} ({} threads)\n", kVersion, ctx.cpu, ctx.threads);
+  fmt::print("depth reached by {}\n",
+             ctx.synthetic ? "a synthetic cache (random valid entries, no model compute)"
+                           : "real prefill");
+  fmt::print("peak RSS {}, load average (1 min) {:.2f}\n\n", format_bytes(ctx.peak_rss),
+             ctx.load_average);
+  fmt::print("| model | params | threads | mode | test | t/s | ms/token |\n");
+  fmt::print("|---|---:|---:|---|---:|---:|---:|\n");
+  for (const ModelBenchResult& r : results) {
+    const TimingStats rate = r.tokens_per_second(), t = r.seconds_per_token();
+    fmt::print("| {} | {} | {} | {} | {} | {:.2f} ± {:.2f} | {} ± {} |\n", ctx.model,
+               format_params(ctx.params), ctx.threads, attention_mode_name(r.mode), r.test_label(),
+               rate.median, rate.spread(), ms(t.median), ms(t.spread()));
+  }
+  fmt::print("\nmedian ± half the min-max range over {} runs, each after one warm-up run.\n",
+             results.empty() ? 0 : results.front().run_seconds.size());
+  // Sparse attention's speedup over dense per test and depth (median tokens/s).
+  for (ModelBenchTest test : {ModelBenchTest::kPrompt, ModelBenchTest::kGenerate}) {
+    std::map<int64_t, double> dense, sparse;
+    for (const ModelBenchResult& r : results) {
+      if (r.test != test) continue;
+      if (r.mode == AttentionMode::kDense) dense[r.depth] = r.tokens_per_second().median;
+      if (r.mode == AttentionMode::kSparse) sparse[r.depth] = r.tokens_per_second().median;
+    }
+    std::string line;
+    for (const auto& [depth, rate] : sparse) {
+      if (!dense.contains(depth)) continue;
+      line += fmt::format("{}d{}: {:.2f}x", line.empty() ? "" : ", ", depth, rate / dense[depth]);
+    }
+    if (!line.empty()) {
+      fmt::print("{} speedup of sparse over dense: {}\n", model_bench_test_name(test), line);
+    }
+  }
+}
+
+// ms per token against depth: tg (decode) solid, pp (prefill, per prompt token) dashed, one
+// color per mode.
+LineChart cost_chart(const std::vector<ModelBenchResult>& results, const ModelBenchConfig& config,
+                     const BenchContext& ctx) {
+  LineChart chart;
+  chart.title = fmt::format("decode/prefill cost per token vs position ({}, {} threads{})",
+                            ctx.model, ctx.threads, ctx.synthetic ? ", synthetic cache" : "");
+  chart.x_label = "position (cache depth before the test, tokens)";
+  chart.y_label = "ms per token";
+  for (ModelBenchTest test : {ModelBenchTest::kGenerate, ModelBenchTest::kPrompt}) {
+    for (AttentionMode mode : config.modes) {
+      PlotSeries series;
+      series.name = fmt::format("{} {}", attention_mode_name(mode),
+                                test == ModelBenchTest::kGenerate ? "decode (tg)" : "prefill (pp)");
+      series.color = mode == AttentionMode::kSparse  ? "#1f77b4"
+                     : mode == AttentionMode::kDense ? "#d62728"
+                                                     : "#2ca02c";
+      series.dashed = test == ModelBenchTest::kPrompt;
+      for (const ModelBenchResult& r : results) {
+        if (r.mode != mode || r.test != test) continue;
+        series.x.push_back(double(r.depth));
+        series.y.push_back(r.seconds_per_token().median * 1e3);
+      }
+      if (!series.x.empty()) chart.series.push_back(std::move(series));
+    }
+  }
+  return chart;
+}
+
+void run_bench_model(const BenchModelOptions& o) {
+  const ModelBenchConfig config = model_bench_config(o);
+  const int threads = parse_threads(o.threads);
+  if (!o.plot.empty()) {
+    const std::filesystem::path parent = std::filesystem::absolute(o.plot).parent_path();
+    if (!std::filesystem::is_directory(parent)) {
+      fail("--plot: folder {} does not exist", parent.string());
+    }
+  }
+  ThreadPool pool(threads);
+  std::unique_ptr<Model> model;
+  try {
+    model = Model::load(o.model_dir, pool);
+  } catch (const Error& e) {
+    fail("bench: cannot load the model in {}: {}", o.model_dir, e.what());
+  }
+  validate(config, model->config());
+
+  std::unique_ptr<ProgressBar> bar;
+  const FillProgress progress = [&](const std::string& label, int64_t done, int64_t total) {
+    if (done == 0)
+      bar = std::make_unique<ProgressBar>(label, uint64_t(total), ProgressUnit::kItems);
+    bar->update(uint64_t(done));
+    if (done == total) bar.reset();  // the destructor draws the last frame
+  };
+  const std::vector<ModelBenchResult> results = run_model_bench(*model, config, pool, progress);
+
+  BenchContext ctx;
+  ctx.model = std::filesystem::absolute(o.model_dir).lexically_normal().filename().string();
+  if (ctx.model.empty()) {
+    ctx.model = std::filesystem::absolute(o.model_dir).lexically_normal().parent_path().filename();
+  }
+  ctx.params = count_parameters(model->config()).main_model;
+  ctx.threads = pool.size();
+  ctx.synthetic = config.synthetic_cache;
+  ctx.cpu = cpu_model_name();
+  ctx.peak_rss = peak_rss_bytes();
+  ctx.load_average = load_average_1m();
+  if (!o.plot.empty()) write_svg(o.plot, cost_chart(results, config, ctx));
+  if (o.json) {
+    json records = json::array();
+    for (const ModelBenchResult& r : results) records.push_back(model_result_json(r, ctx));
+    fmt::print("{}\n", records.dump(2));
+  } else {
+    print_model_table(results, ctx);
+  }
+}
+
+void add_bench_model_options(CLI::App* bench, const std::shared_ptr<BenchModelOptions>& o) {
+  bench->add_option("-m,--model", o->model_dir, "Model folder: runs the whole-model benchmark");
+  bench->add_option("-d,--n-depth", o->depths,
+                    "Comma-separated cache depths before each test (default 0,1024,4096)");
+  bench->add_option("-p,--n-prompt", o->n_prompt,
+                    "Prompt tokens per pp test (default 512; 0: none)");
+  bench->add_option("-n,--n-gen", o->n_gen, "Decoded tokens per tg test (default 128; 0: none)");
+  bench->add_option("-r,--repetitions", o->runs,
+                    "Timed runs per test after one warm-up (default 3)");
+  bench->add_option("--attention", o->attention,
+                    "Comma-separated attention modes: sparse, dense, auto (default sparse,dense)");
+  bench->add_option("-t,--threads", o->threads, "Threads (default: all hardware threads)");
+  bench->add_flag("--synthetic-cache", o->synthetic,
+                  "Reach each depth with random valid cache entries instead of real prefill");
+  bench->add_flag("--json", o->json, "Print a JSON array of records instead of the table");
+  bench->add_option("--plot", o->plot, "Write ms/token against depth as an SVG chart to FILE");
+}
+
 }  // namespace
 
 void register_bench(CLI::App& app) {
-  auto* bench = app.add_subcommand("bench", "Benchmarks");
-  bench->require_subcommand(1);
+  auto* bench = app.add_subcommand(
+      "bench", "Benchmarks: the whole model with -m DIR (llama-bench style), or a subcommand");
+  bench->require_subcommand(0, 1);
+  auto model_options = std::make_shared<BenchModelOptions>();
+  add_bench_model_options(bench, model_options);
   auto options = std::make_shared<BenchAttentionOptions>();
   auto* cmd = bench->add_subcommand(
       "attention", "Per-token cost of one layer's attention: dense MLA vs DSA, decode and prefill");
@@ -192,7 +420,20 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--chunk", options->chunk, "Prefill chunk rows (default 64)");
   cmd->add_flag("--json", options->json, "Print a JSON array of records instead of the table");
   cmd->add_flag("--quick", options->quick, "Fast sweep: depths 1024,4096,16384 and 3 runs");
-  cmd->callback([options] { run_bench_attention(*options); });
+  // CLI11 runs the subcommand's callback before its parent's, so the check is made here.
+  cmd->callback([options, model_options] {
+    if (!model_options->model_dir.empty()) {
+      fail("bench: -m is for the model benchmark; `bench attention` takes no model");
+    }
+    run_bench_attention(*options);
+  });
+  bench->callback([bench, cmd, model_options] {
+    if (bench->got_subcommand(cmd)) return;
+    if (model_options->model_dir.empty()) {
+      fail("bench: give -m DIR for the model benchmark, or a subcommand (attention)");
+    }
+    run_bench_model(*model_options);
+  });
 }
 
 }  // namespace dsa::cli

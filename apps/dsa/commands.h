@@ -14,5 +14,7 @@ void register_init_model(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_chat_template(CLI::App& app);
 void register_bench(CLI::App& app);  // bench attention
+void register_logits(CLI::App& app);
+void register_generate(CLI::App& app);
 
 }  // namespace dsa::cli

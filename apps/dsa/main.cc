@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
   dsa::cli::register_inspect(app);
   dsa::cli::register_chat_template(app);
   dsa::cli::register_bench(app);
+  dsa::cli::register_logits(app);
+  dsa::cli::register_generate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -335,10 +335,11 @@ void validate_model_config(const ModelConfig& c, std::string_view source_view) {
           source);
     }
     const int64_t d = c.index_head_dim;
-    if (d < 128 || (d & (d - 1)) != 0) {
+    if (d != 128) {
       fail(
-          "{}: 'index_head_dim' must be a power of two >= 128 (Hadamard rotation, FP8 groups of "
-          "128), got {}",
+          "{}: 'index_head_dim' must be 128 (DeepSeek's reference quantizes each indexer query "
+          "head with one FP8 scale per 128 dims, and its head weights broadcast over exactly one "
+          "scale per head), got {}",
           source, d);
     }
     if (d < c.qk_rope_head_dim) {

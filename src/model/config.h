@@ -19,8 +19,8 @@
 //    than the experts of the kept groups.
 //  - kv_lora_rank a multiple of 128: the FP8 latent cache quantizes it in groups of 128 (§5.6).
 //  - qk_rope_head_dim even (RoPE rotates pairs).
-//  - V3.2: q_lora_rank > 0 (the indexer reads the query latent), index_head_dim a power of two
-//    >= 128 and >= qk_rope_head_dim (Hadamard rotation, 128-element FP8 groups, RoPE prefix).
+//  - V3.2: q_lora_rank > 0 (the indexer reads the query latent), index_head_dim == 128 (REF's
+//    one FP8 query scale per head) and >= qk_rope_head_dim (the RoPE prefix).
 //  - With quantization_config (FP8 weights): the input width of every FP8 projection (hidden_size,
 //    q_lora_rank, kv_lora_rank, num_attention_heads * v_head_dim, intermediate_size,
 //    moe_intermediate_size) is a multiple of 128, because activations are quantized in 128-element

@@ -1,10 +1,10 @@
 // The lightning indexer of DeepSeek Sparse Attention (dsa-reference.md §3).
 //
 // Keys (one per token, shared by all heads), after k = wk(x):
-//   k = LayerNorm(k); RoPE "halves" on k[0:64]; Hadamard-128; act_quant ue8m0
+//   k = LayerNorm(k); RoPE "halves" on k[0:r]; Hadamard-128; act_quant ue8m0
 //   -> 128 fp8 codes + 1 fp32 power-of-two scale per token: the key cache, 132 B per token.
 // Queries, after q = wq_b(qr) (the GEMM is the caller's):
-//   per head: RoPE "halves" on q[h, 0:64]; Hadamard-128; act_quant ue8m0 -> codes + q_scale;
+//   per head: RoPE "halves" on q[h, 0:r]; Hadamard-128; act_quant ue8m0 -> codes + q_scale;
 //   head_weight[t, h] = weights_proj(x)[t, h] * H^-0.5 * q_scale[t, h] * 128^-0.5 (fp32, in
 //   that order).
 // Scores over the cache, in exactly REF's order (fp8_index):
@@ -12,6 +12,10 @@
 // where q^, k^ are the fp8 VALUES of the codes (the scales are folded in as above). Query row t
 // sits at absolute position start_pos + t and sees keys s <= start_pos + t; the others get
 // -inf (chunked prefill may start anywhere).
+//
+// r = qk_rope_head_dim (64 for V3.2), the width of the RoPE table: any even number up to 128. The
+// head dim stays 128 (index_head_dim): REF's act_quant gives one query scale per 128 dims, and its
+// head weights broadcast over exactly one scale per head.
 #pragma once
 
 #include <cstdint>
@@ -23,14 +27,13 @@
 namespace dsa {
 
 constexpr int kIndexerHeadDim = 128;  // index_head_dim (also the Hadamard and FP8 block size)
-constexpr int kIndexerRopeDim = 64;   // RoPE on the first 64 dims, non-interleaved
 constexpr float kIndexerSoftmaxScale = 0.08838834764831845f;  // fl32(128 ** -0.5)
 
 struct IndexerKeyParams {
   const bf16* k = nullptr;             // [T, 128]  wk(x)
   const float* norm_weight = nullptr;  // [128]     k_norm.weight
   const float* norm_bias = nullptr;    // [128]     k_norm.bias
-  const RopeTable* rope = nullptr;     // 64-dim table
+  const RopeTable* rope = nullptr;     // r-dim table (r even, <= 128)
   int64_t tokens = 0;                  // T
   int64_t start_pos = 0;               // absolute position of token 0
   fp8_e4m3* key_codes = nullptr;       // [S, 128]  rows start_pos .. start_pos+T-1 are written
@@ -41,7 +44,7 @@ struct IndexerKeyParams {
 struct IndexerQueryParams {
   const bf16* q = nullptr;              // [T, H, 128]  wq_b(qr)
   const float* weights_proj = nullptr;  // [T, H]       weights_proj(x.float()), fp32
-  const RopeTable* rope = nullptr;      // 64-dim table
+  const RopeTable* rope = nullptr;      // r-dim table (r even, <= 128)
   int64_t tokens = 0;                   // T
   int64_t heads = 64;                   // H (index_n_heads)
   int64_t start_pos = 0;                // absolute position of token 0

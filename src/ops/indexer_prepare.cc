@@ -23,7 +23,7 @@ void quantize_rows(const bf16* x, int64_t rows, fp8_e4m3* codes, float* scales, 
   });
 }
 
-// Indexer q and k rows both get non-interleaved RoPE on their first 64 dims, then the Hadamard
+// Indexer q and k rows both get non-interleaved RoPE on their first r dims, then the Hadamard
 // rotation (dsa-reference §3.4): `x` is [tokens, heads, 128] bf16, rotated in place.
 void rotate_rows(bf16* x, int64_t tokens, int64_t heads, int64_t start_pos, const RopeTable& rope,
                  ThreadPool& pool) {

@@ -14,8 +14,10 @@ namespace {
 
 void check_rope_table(const RopeTable* rope, const char* op) {
   if (rope == nullptr) fail("{}: no RopeTable given", op);
-  if (rope->pairs() * 2 != kIndexerRopeDim) {
-    fail("{}: the RoPE table must rotate {} dims, got {}", op, kIndexerRopeDim, rope->pairs() * 2);
+  // The rotated prefix must fit in the 128-dim head (RopeTable itself ensures an even width).
+  if (rope->pairs() < 1 || rope->pairs() * 2 > kIndexerHeadDim) {
+    fail("{}: the RoPE table must rotate 2 to {} dims (within the indexer head), got {}", op,
+         kIndexerHeadDim, rope->pairs() * 2);
   }
 }
 
@@ -29,7 +31,7 @@ void quantize_rows(const bf16* x, int64_t rows, fp8_e4m3* codes, float* scales) 
   }
 }
 
-// Indexer q and k rows both get non-interleaved RoPE on their first 64 dims, then the Hadamard
+// Indexer q and k rows both get non-interleaved RoPE on their first r dims, then the Hadamard
 // rotation (dsa-reference §3.4): `x` is [tokens, heads, 128] bf16, rotated in place.
 void rotate_rows(bf16* x, int64_t tokens, int64_t heads, int64_t start_pos, const RopeTable& rope) {
   apply_rope_reference({.x = x,

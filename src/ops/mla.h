@@ -1,13 +1,15 @@
 // MLA attention (dsa-reference.md §5). Two modes:
 //
 // Absorbed (MQA) mode over the latent cache (§5.5, FlashMLA's sparse kernels): every head of a
-// query token attends to the same 576-dim keys [latent 512 | rope 64] and reads the 512-dim latent
-// as its value; W_UK is folded into the query and W_UV is applied afterwards (mla_absorb.h).
+// query token attends to the same keys [latent | rope] (cache.dims.key() wide, 576 for V3.2) and
+// reads the latent (cache.dims.latent, 512 for V3.2) as its value; W_UK is folded into the query
+// and W_UV is applied afterwards (mla_absorb.h).
 //   scores[h, j] = (q_abs[h] · latent_j + q_pe[h] · rope_j) * softmax_scale
 //   p = softmax over the valid keys; out[h] = Σ_j p[h, j] latent_j; lse[h] = log Σ_j exp(scores)
 // Sparse: each query row lists its keys (top-k indices, -1 = no key). Dense: keys 0..n-1.
 //
-// MHA mode for short prefill (§5.4): per-head q, k [192] and v [128], causal.
+// MHA mode for short prefill (§5.4): per-head q, k [qk_dim] and v [v_dim], causal (192 and 128 for
+// V3.2).
 //
 // Rounding. The references follow REF's bf16 tensors: q·latent and q_pe·rope are separate bf16
 // einsums, their sum and the scaling round to bf16, softmax takes and gives bf16, the output is
@@ -25,14 +27,15 @@
 
 namespace dsa {
 
-// The V3.2 softmax scale: 192^-0.5 * mscale^2 with mscale = 0.1 * ln(40) + 1 (§5.2).
+// The V3.2 softmax scale: 192^-0.5 * mscale^2 with mscale = 0.1 * ln(40) + 1 (§5.2). Other configs
+// pass their own (qk_nope_head_dim + qk_rope_head_dim)^-0.5 * mscale^2.
 float mla_softmax_scale();
 
 struct SparseMlaParams {
-  const float* q = nullptr;  // [T, H, 576] absorbed queries [q_abs 512 | q_pe 64], bf16 values
-  LatentCacheView cache;     // keys and values
+  const float* q = nullptr;  // [T, H, dims.key()] absorbed queries [q_abs | q_pe], bf16 values
+  LatentCacheView cache;     // keys and values; its dims give every width here
   const int32_t* indices = nullptr;  // [T, topk] key positions in the cache; -1 = no key
-  float* out = nullptr;              // [T, H, 512] latent output o_lat (before W_UV)
+  float* out = nullptr;              // [T, H, dims.latent] latent output o_lat (before W_UV)
   float* lse = nullptr;              // [T, H] natural log-sum-exp of the scaled scores
   int64_t num_queries = 0;           // T (1 for decode)
   int64_t num_heads = 0;             // H (128 for V3.2)
@@ -42,29 +45,34 @@ struct SparseMlaParams {
 };
 
 struct DenseMlaParams {
-  const float* q = nullptr;  // [H, 576] one decode token, absorbed, bf16 values
-  LatentCacheView cache;     // keys 0 .. cache.num_tokens-1 are all attended
-  float* out = nullptr;      // [H, 512]
+  const float* q = nullptr;  // [H, dims.key()] one decode token, absorbed, bf16 values
+  LatentCacheView cache;     // keys 0 .. cache.num_tokens-1 are all attended; dims as above
+  float* out = nullptr;      // [H, dims.latent]
   float* lse = nullptr;      // [H]
   int64_t num_heads = 0;
   float softmax_scale = 0.0f;
   bool allow_avx512bf16 = true;  // q·k with vdpbf16ps where the CPU has it; false: Highway fp32
 };
 
-constexpr int kMhaQkDim = 192;  // qk_nope_head_dim + qk_rope_head_dim
-constexpr int kMhaVDim = 128;   // v_head_dim
-
 // Causal MHA over T new queries whose keys are the last T of S keys: query t sees keys
-// s <= t + (S - T) (S == T is REF's prefill from position 0).
+// s <= t + (S - T) (S == T is REF's prefill from position 0). With `indices` (DSA in MHA mode,
+// REF's index_mask + causal mask) query t sees only the causal keys that its row lists: a key
+// listed twice counts once (a mask), -1 slots are empty, and a row left with no key gives out = 0.
+// The fast version still scores every causal key of a 64-key chunk that any of its rows selects
+// (the mask is applied to the scores), so it costs up to dense attention.
 struct MhaPrefillParams {
-  const float* q = nullptr;  // [T, H, 192] [q_nope | q_pe], bf16 values
-  const float* k = nullptr;  // [S, H, 192] [k_nope | k_pe]
-  const float* v = nullptr;  // [S, H, 128]
-  float* out = nullptr;      // [T, H, 128]
+  const float* q = nullptr;  // [T, H, qk_dim] [q_nope | q_pe], bf16 values
+  const float* k = nullptr;  // [S, H, qk_dim] [k_nope | k_pe]
+  const float* v = nullptr;  // [S, H, v_dim]
+  float* out = nullptr;      // [T, H, v_dim]
   int64_t num_queries = 0;   // T
   int64_t num_keys = 0;      // S >= T
   int64_t num_heads = 0;     // H
+  int64_t qk_dim = 0;        // qk_nope_head_dim + qk_rope_head_dim (192 for V3.2)
+  int64_t v_dim = 0;         // v_head_dim (128 for V3.2)
   float softmax_scale = 0.0f;
+  const int32_t* indices = nullptr;  // optional [T, topk] key positions 0 .. S-1, -1 = no key
+  int64_t topk = 0;                  // slots per row of `indices`
 };
 
 // Each throws dsa::Error on bad shapes or out-of-range indices (naming the row and slot).

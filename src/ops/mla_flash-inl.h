@@ -2,6 +2,8 @@
 // MHA-mode kernels in mla_fast.cc. A block of query rows visits the keys chunk by chunk:
 //   scores = q · kᵀ * scale  (DotBlock), then FlashChunk rescales the running output by
 //   exp(old_max - new_max), adds Σ_j exp(s_j - new_max) v_j and updates the running sum.
+// Widths (q·k dims, value dims) may be anything: whole vectors run on SIMD lanes and the last
+// width % Lanes(DF) dims in scalar code, so V3.2's widths (multiples of 64) never reach the tails.
 // Per-target include guard: foreach_target.h includes this once per SIMD target.
 #if defined(DSA_OPS_MLA_FLASH_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef DSA_OPS_MLA_FLASH_INL_H_
@@ -14,6 +16,7 @@
 #include <cstddef>
 #include <limits>
 
+#include "core/float_formats.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 #include "ops/gemm_widen-inl.h"
@@ -24,18 +27,25 @@ namespace dsa::HWY_NAMESPACE {
 constexpr int kFlashChunk = 64;  // keys per chunk; a multiple of every f32 vector width
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-// scores[r * kFlashChunk + c] = scale * (q_r · k_c) for kRows rows and kCols keys; `dim` is a
-// multiple of Lanes(DF).
+// Σ_{i in [begin, end)} a[i] b[i]: the dims after the last whole vector.
+HWY_INLINE float TailDot(const float* a, const float* b, size_t begin, size_t end) {
+  float sum = 0.0f;
+  for (size_t i = begin; i < end; ++i) sum += a[i] * b[i];
+  return sum;
+}
+
+// scores[r * kFlashChunk + c] = scale * (q_r · k_c) for kRows rows and kCols keys of `dim` values.
 template <int kRows, int kCols>
 HWY_INLINE void DotBlock(const float* q, size_t q_stride, const float* k, size_t k_stride,
                          size_t dim, float scale, float* scores) {
   const DF d;
   const size_t N = hn::Lanes(d);
+  const size_t vector_end = dim - dim % N;
   VF acc[kRows][kCols];
   for (int r = 0; r < kRows; ++r) {
     for (int c = 0; c < kCols; ++c) acc[r][c] = hn::Zero(d);
   }
-  for (size_t i = 0; i < dim; i += N) {
+  for (size_t i = 0; i < vector_end; i += N) {
     VF key[kCols];
     for (int c = 0; c < kCols; ++c) key[c] = hn::LoadU(d, k + c * k_stride + i);
     for (int r = 0; r < kRows; ++r) {
@@ -43,10 +53,21 @@ HWY_INLINE void DotBlock(const float* q, size_t q_stride, const float* k, size_t
       for (int c = 0; c < kCols; ++c) acc[r][c] = hn::MulAdd(query, key[c], acc[r][c]);
     }
   }
+  // Reduce every accumulator before touching the tail: a loop that mixes the two keeps GCC from
+  // unrolling it, and the accumulators then live in memory (2x slower on V3.2's shapes).
+  float sums[kRows][kCols];
   for (int r = 0; r < kRows; ++r) {
-    for (int c = 0; c < kCols; ++c) {
-      scores[r * kFlashChunk + c] = hn::GetLane(hn::SumOfLanes(d, acc[r][c])) * scale;
+    for (int c = 0; c < kCols; ++c) sums[r][c] = hn::GetLane(hn::SumOfLanes(d, acc[r][c]));
+  }
+  if (vector_end != dim) {
+    for (int r = 0; r < kRows; ++r) {
+      for (int c = 0; c < kCols; ++c) {
+        sums[r][c] += TailDot(q + r * q_stride, k + c * k_stride, vector_end, dim);
+      }
     }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int c = 0; c < kCols; ++c) scores[r * kFlashChunk + c] = sums[r][c] * scale;
   }
 }
 
@@ -77,28 +98,47 @@ HWY_INLINE void ScoreChunk(const float* q, size_t q_stride, int rows, const floa
   }
 }
 
-// out[r] += Σ_{j < count} p[r][j] * v_j for kRows rows; `dim` is a multiple of 4 * Lanes(DF).
+// out[r][x, x + kVecs N) += Σ_{j < count} p[r][j] * v_j[x, x + kVecs N) for kRows rows.
+template <int kRows, int kVecs>
+HWY_INLINE void AccumulateColumns(const float* p, const float* v, size_t v_stride, int count,
+                                  size_t x, float* out, size_t out_stride) {
+  const DF d;
+  const size_t N = hn::Lanes(d);
+  VF acc[kRows][kVecs];
+  for (int r = 0; r < kRows; ++r) {
+    for (int i = 0; i < kVecs; ++i) acc[r][i] = hn::LoadU(d, out + r * out_stride + x + i * N);
+  }
+  for (int j = 0; j < count; ++j) {
+    const float* value = v + j * v_stride + x;
+    VF val[kVecs];
+    for (int i = 0; i < kVecs; ++i) val[i] = hn::LoadU(d, value + i * N);
+    for (int r = 0; r < kRows; ++r) {
+      const VF weight = hn::Set(d, p[r * kFlashChunk + j]);
+      for (int i = 0; i < kVecs; ++i) acc[r][i] = hn::MulAdd(weight, val[i], acc[r][i]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int i = 0; i < kVecs; ++i) hn::StoreU(acc[r][i], d, out + r * out_stride + x + i * N);
+  }
+}
+
+// out[r] += Σ_{j < count} p[r][j] * v_j for kRows rows of `dim` values: 4 vectors at a time, then
+// single vectors, then the last dim % Lanes(DF) values in scalar code.
 template <int kRows>
 HWY_INLINE void AccumulateValues(const float* p, const float* v, size_t v_stride, int count,
                                  size_t dim, float* out, size_t out_stride) {
-  const DF d;
-  const size_t N = hn::Lanes(d);
-  for (size_t x = 0; x < dim; x += 4 * N) {
-    VF acc[kRows][4];
+  const size_t N = hn::Lanes(DF());
+  size_t x = 0;
+  for (; x + 4 * N <= dim; x += 4 * N) {
+    AccumulateColumns<kRows, 4>(p, v, v_stride, count, x, out, out_stride);
+  }
+  for (; x + N <= dim; x += N)
+    AccumulateColumns<kRows, 1>(p, v, v_stride, count, x, out, out_stride);
+  for (; x < dim; ++x) {
     for (int r = 0; r < kRows; ++r) {
-      for (int i = 0; i < 4; ++i) acc[r][i] = hn::LoadU(d, out + r * out_stride + x + i * N);
-    }
-    for (int j = 0; j < count; ++j) {
-      const float* value = v + j * v_stride + x;
-      VF val[4];
-      for (int i = 0; i < 4; ++i) val[i] = hn::LoadU(d, value + i * N);
-      for (int r = 0; r < kRows; ++r) {
-        const VF weight = hn::Set(d, p[r * kFlashChunk + j]);
-        for (int i = 0; i < 4; ++i) acc[r][i] = hn::MulAdd(weight, val[i], acc[r][i]);
-      }
-    }
-    for (int r = 0; r < kRows; ++r) {
-      for (int i = 0; i < 4; ++i) hn::StoreU(acc[r][i], d, out + r * out_stride + x + i * N);
+      float sum = out[r * out_stride + x];
+      for (int j = 0; j < count; ++j) sum += p[r * kFlashChunk + j] * v[j * v_stride + x];
+      out[r * out_stride + x] = sum;
     }
   }
 }
@@ -134,10 +174,10 @@ HWY_INLINE void FlashChunk(float* scores, int rows, int count, const float* v, s
     row_max[r] = new_max;
     if (correction != 1.0f) {
       const VF factor = hn::Set(d, correction);
-      for (size_t x = 0; x < dim; x += N) {
-        hn::StoreU(hn::Mul(hn::LoadU(d, out + r * out_stride + x), factor), d,
-                   out + r * out_stride + x);
-      }
+      float* o = out + r * out_stride;
+      size_t x = 0;
+      for (; x + N <= dim; x += N) hn::StoreU(hn::Mul(hn::LoadU(d, o + x), factor), d, o + x);
+      for (; x < dim; ++x) o[x] *= correction;
     }
   }
   int r = 0;
@@ -159,11 +199,14 @@ HWY_INLINE void FlashFinish(int rows, size_t dim, float* out, size_t out_stride,
   const size_t N = hn::Lanes(d);
   for (int r = 0; r < rows; ++r) {
     const bool empty = row_sum[r] == 0.0f;
-    const VF factor = hn::Set(d, empty ? 0.0f : 1.0f / row_sum[r]);
-    for (size_t x = 0; x < dim; x += N) {
-      float* o = out + r * out_stride + x;
-      hn::StoreU(RoundToBf16(d, hn::Mul(hn::LoadU(d, o), factor)), d, o);
+    const float inverse = empty ? 0.0f : 1.0f / row_sum[r];
+    const VF factor = hn::Set(d, inverse);
+    float* o = out + r * out_stride;
+    size_t x = 0;
+    for (; x + N <= dim; x += N) {
+      hn::StoreU(RoundToBf16(d, hn::Mul(hn::LoadU(d, o + x), factor)), d, o + x);
     }
+    for (; x < dim; ++x) o[x] = round_to_bf16(o[x] * inverse);
     if (lse) {
       lse[r] = empty ? std::numeric_limits<float>::infinity() : row_max[r] + std::log(row_sum[r]);
     }

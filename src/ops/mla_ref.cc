@@ -30,21 +30,22 @@ float softmax_bf16(std::vector<float>& scores) {
   return max_score + std::log(sum);
 }
 
-// One head of one query in absorbed mode. `keys` holds the unpacked keys [n, 576].
-void attend_latent_head(const float* q, const std::vector<float>& keys, float scale, float* out,
-                        float* lse) {
-  const size_t n = keys.size() / kMlaKeyDim;
+// One head of one query in absorbed mode. `keys` holds the unpacked keys [n, dims.key()].
+void attend_latent_head(const float* q, const std::vector<float>& keys, LatentDims dims,
+                        float scale, float* out, float* lse) {
+  const int key_dim = dims.key();
+  const size_t n = keys.size() / size_t(key_dim);
   std::vector<float> scores(n);
   for (size_t j = 0; j < n; ++j) {
-    const float* key = &keys[j * kMlaKeyDim];
-    const float nope = round_to_bf16(dot(q, key, kMlaLatentDim));
-    const float pe = round_to_bf16(dot(q + kMlaLatentDim, key + kMlaLatentDim, kMlaRopeDim));
+    const float* key = &keys[j * key_dim];
+    const float nope = round_to_bf16(dot(q, key, dims.latent));
+    const float pe = round_to_bf16(dot(q + dims.latent, key + dims.latent, dims.rope));
     scores[j] = round_to_bf16(round_to_bf16(nope + pe) * scale);
   }
   *lse = softmax_bf16(scores);
-  for (int c = 0; c < kMlaLatentDim; ++c) {
+  for (int c = 0; c < dims.latent; ++c) {
     float sum = 0.0f;
-    for (size_t j = 0; j < n; ++j) sum += scores[j] * keys[j * kMlaKeyDim + c];
+    for (size_t j = 0; j < n; ++j) sum += scores[j] * keys[j * key_dim + c];
     out[c] = round_to_bf16(sum);
   }
 }
@@ -65,6 +66,7 @@ float mla_softmax_scale() {
 
 void validate(const SparseMlaParams& p) {
   check_heads_and_scale(p.num_heads, p.softmax_scale, "sparse_mla");
+  validate(p.cache.dims, "sparse_mla");
   if (p.num_queries < 0 || p.topk < 0) {
     fail("sparse_mla: num_queries and topk must be >= 0, got {} and {}", p.num_queries, p.topk);
   }
@@ -84,6 +86,7 @@ void validate(const SparseMlaParams& p) {
 
 void validate(const DenseMlaParams& p) {
   check_heads_and_scale(p.num_heads, p.softmax_scale, "dense_mla");
+  validate(p.cache.dims, "dense_mla");
   if (!p.q || !p.out || !p.lse) fail("dense_mla: null tensor");
   if (p.cache.num_tokens < 0 || (p.cache.num_tokens > 0 && !p.cache.data)) {
     fail("dense_mla: bad cache ({} tokens)", p.cache.num_tokens);
@@ -92,67 +95,98 @@ void validate(const DenseMlaParams& p) {
 
 void validate(const MhaPrefillParams& p) {
   check_heads_and_scale(p.num_heads, p.softmax_scale, "mha_prefill");
+  if (p.qk_dim <= 0 || p.v_dim <= 0) {
+    fail("mha_prefill: qk_dim and v_dim must be positive, got {} and {}", p.qk_dim, p.v_dim);
+  }
   if (p.num_queries < 0 || p.num_keys < p.num_queries) {
     fail("mha_prefill: need 0 <= num_queries <= num_keys, got {} queries and {} keys",
          p.num_queries, p.num_keys);
   }
   if (p.num_queries > 0 && (!p.q || !p.k || !p.v || !p.out)) fail("mha_prefill: null tensor");
+  if (p.topk < 0 || (p.topk > 0 && !p.indices)) {
+    fail("mha_prefill: topk must be >= 0 with indices set when positive, got topk {}", p.topk);
+  }
+  if (!p.indices) return;
+  for (int64_t t = 0; t < p.num_queries; ++t) {
+    for (int64_t i = 0; i < p.topk; ++i) {
+      const int32_t index = p.indices[t * p.topk + i];
+      if (index < -1 || index >= p.num_keys) {
+        fail("mha_prefill: indices[{}, {}] = {} is outside the {} keys (-1 = no key)", t, i, index,
+             p.num_keys);
+      }
+    }
+  }
 }
 
 void sparse_mla_ref(const SparseMlaParams& p) {
   validate(p);
+  const LatentDims dims = p.cache.dims;
+  const size_t key_dim = size_t(dims.key());
   std::vector<float> keys;
   for (int64_t t = 0; t < p.num_queries; ++t) {
     keys.clear();
     for (int64_t i = 0; i < p.topk; ++i) {
       const int32_t index = p.indices[t * p.topk + i];
       if (index < 0) continue;  // -1: no key in this slot
-      keys.resize(keys.size() + kMlaKeyDim);
-      unpack_latent_token(p.cache.token(index), p.cache.format,
-                          std::span<float>(keys.data() + keys.size() - kMlaKeyDim, kMlaKeyDim));
+      keys.resize(keys.size() + key_dim);
+      unpack_latent_token(p.cache.token(index), p.cache.format, dims,
+                          std::span<float>(keys.data() + keys.size() - key_dim, key_dim));
     }
     for (int64_t h = 0; h < p.num_heads; ++h) {
       const int64_t row = t * p.num_heads + h;
-      attend_latent_head(p.q + row * kMlaKeyDim, keys, p.softmax_scale, p.out + row * kMlaLatentDim,
-                         p.lse + row);
+      attend_latent_head(p.q + row * dims.key(), keys, dims, p.softmax_scale,
+                         p.out + row * dims.latent, p.lse + row);
     }
   }
 }
 
 void dense_mla_ref(const DenseMlaParams& p) {
   validate(p);
-  std::vector<float> keys(size_t(p.cache.num_tokens) * kMlaKeyDim);
+  const LatentDims dims = p.cache.dims;
+  const size_t key_dim = size_t(dims.key());
+  std::vector<float> keys(size_t(p.cache.num_tokens) * key_dim);
   for (int64_t j = 0; j < p.cache.num_tokens; ++j) {
-    unpack_latent_token(p.cache.token(j), p.cache.format,
-                        std::span<float>(keys.data() + j * kMlaKeyDim, kMlaKeyDim));
+    unpack_latent_token(p.cache.token(j), p.cache.format, dims,
+                        std::span<float>(keys.data() + j * key_dim, key_dim));
   }
   for (int64_t h = 0; h < p.num_heads; ++h) {
-    attend_latent_head(p.q + h * kMlaKeyDim, keys, p.softmax_scale, p.out + h * kMlaLatentDim,
+    attend_latent_head(p.q + h * dims.key(), keys, dims, p.softmax_scale, p.out + h * dims.latent,
                        p.lse + h);
   }
 }
 
 void mha_prefill_ref(const MhaPrefillParams& p) {
   validate(p);
-  const int64_t H = p.num_heads;
+  const int64_t H = p.num_heads, qk_dim = p.qk_dim, v_dim = p.v_dim;
   const int64_t offset = p.num_keys - p.num_queries;  // position of query 0 among the keys
   std::vector<float> scores;
+  std::vector<char> selected;
+  std::vector<int64_t> keys;  // the keys row t sees, ascending
   for (int64_t t = 0; t < p.num_queries; ++t) {
+    // The causal mask leaves keys 0 .. t + offset; REF's index mask, when given, only those listed.
+    selected.assign(size_t(t + offset + 1), p.indices ? 0 : 1);
+    for (int64_t i = 0; p.indices && i < p.topk; ++i) {
+      const int32_t index = p.indices[t * p.topk + i];
+      if (index >= 0 && index <= t + offset) selected[size_t(index)] = 1;
+    }
+    keys.clear();
+    for (int64_t s = 0; s <= t + offset; ++s) {
+      if (selected[size_t(s)]) keys.push_back(s);
+    }
     for (int64_t h = 0; h < H; ++h) {
-      // scores = einsum(q, k) in bf16, then .mul_(softmax_scale) in bf16; the causal mask
-      // leaves keys 0 .. t + offset.
-      const float* q = p.q + (t * H + h) * kMhaQkDim;
-      scores.resize(size_t(t + offset + 1));
-      for (int64_t s = 0; s <= t + offset; ++s) {
-        const float raw = round_to_bf16(dot(q, p.k + (s * H + h) * kMhaQkDim, kMhaQkDim));
-        scores[s] = round_to_bf16(raw * p.softmax_scale);
+      // scores = einsum(q, k) in bf16, then .mul_(softmax_scale) in bf16.
+      const float* q = p.q + (t * H + h) * qk_dim;
+      scores.resize(keys.size());
+      for (size_t j = 0; j < keys.size(); ++j) {
+        const float raw = round_to_bf16(dot(q, p.k + (keys[j] * H + h) * qk_dim, int(qk_dim)));
+        scores[j] = round_to_bf16(raw * p.softmax_scale);
       }
       softmax_bf16(scores);
-      float* out = p.out + (t * H + h) * kMhaVDim;
-      for (int d = 0; d < kMhaVDim; ++d) {
-        float sum = 0.0f;
-        for (int64_t s = 0; s <= t + offset; ++s)
-          sum += scores[s] * p.v[(s * H + h) * kMhaVDim + d];
+      float* out = p.out + (t * H + h) * v_dim;
+      for (int64_t d = 0; d < v_dim; ++d) {
+        float sum = 0.0f;  // 0 for a row without keys
+        for (size_t j = 0; j < keys.size(); ++j)
+          sum += scores[j] * p.v[(keys[j] * H + h) * v_dim + d];
         out[d] = round_to_bf16(sum);
       }
     }

@@ -6,6 +6,8 @@
 
 #include "ops/mla_scores_avx512bf16.h"
 
+#include <algorithm>
+
 // GCC 12 warns that _mm512_undefined_*() inside the intrinsics is used uninitialized
 // (GCC bug 105593, fixed in GCC 13); the value is a don't-care operand.
 #pragma GCC diagnostic push
@@ -64,12 +66,20 @@ DSA_TARGET_AVX512BF16 void score_rows(const uint32_t* q, const uint32_t* k, int 
 
 DSA_TARGET_AVX512BF16 void to_bf16_pairs_avx512bf16(const float* x, int64_t rows, int64_t x_stride,
                                                     int dim, uint32_t* out) {
+  const int pairs = bf16_pair_count(dim);
   for (int64_t r = 0; r < rows; ++r) {
-    for (int i = 0; i < dim; i += 2 * kLanes) {
+    for (int i = 0; i < 2 * pairs; i += 2 * kLanes) {
+      // Masked loads read only [i, dim) and give zeros past it (the padding of the last vector);
+      // i < dim always, so only the upper half can be empty.
+      const int low = std::min(dim - i, kLanes), high = std::clamp(dim - i - kLanes, 0, kLanes);
       const float* row = x + r * x_stride + i;
-      const __m512bh pairs =  // exact: the values are bf16 already
-          _mm512_cvtne2ps_pbh(_mm512_loadu_ps(row + kLanes), _mm512_loadu_ps(row));
-      _mm512_storeu_si512(out + r * (dim / 2) + i / 2, reinterpret_cast<const __m512i&>(pairs));
+      const __m512 low_values = _mm512_maskz_loadu_ps(__mmask16((1u << low) - 1), row);
+      const __m512 high_values =
+          high > 0 ? _mm512_maskz_loadu_ps(__mmask16((1u << high) - 1), row + kLanes)
+                   : _mm512_setzero_ps();
+      const __m512bh packed =  // exact: the values are bf16 already
+          _mm512_cvtne2ps_pbh(high_values, low_values);
+      _mm512_storeu_si512(out + r * pairs + i / 2, reinterpret_cast<const __m512i&>(packed));
     }
   }
 }

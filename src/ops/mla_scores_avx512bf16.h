@@ -8,8 +8,12 @@
 
 namespace dsa::mla_internal {
 
-// Rows of `dim` fp32 numbers holding bf16 values (dim a multiple of 32, row stride `x_stride`)
-// -> rows of dim / 2 dwords (x[2j], x[2j+1]) as bf16 pairs, packed.
+// Dwords per row of bf16 pairs for `dim` values: dim / 2 rounded up to whole vectors of 16, so
+// any width runs on the same kernel (the padding pairs are zero and add nothing).
+constexpr int bf16_pair_count(int dim) { return (dim + 31) / 32 * 16; }
+
+// Rows of `dim` fp32 numbers holding bf16 values (any dim, row stride `x_stride`) -> rows of
+// bf16_pair_count(dim) dwords (x[2j], x[2j+1]) as bf16 pairs, packed, zero past dim.
 void to_bf16_pairs_avx512bf16(const float* x, int64_t rows, int64_t x_stride, int dim,
                               uint32_t* out);
 

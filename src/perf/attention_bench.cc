@@ -16,7 +16,10 @@ namespace dsa {
 namespace {
 
 constexpr double kIndexerKeyBytes = kIndexerHeadDim + 4;  // 128 fp8 codes + an fp32 scale
-constexpr double kMlaFlopsPerKeyHead = 2.0 * (kMlaKeyDim + kMlaLatentDim);  // q.k and p.v
+constexpr LatentDims kDims;  // V3.2's latent cache: 512 latent + 64 RoPE dims
+constexpr double kMlaFlopsPerKeyHead = 2.0 * (kDims.key() + kDims.latent);  // q.k and p.v
+constexpr size_t kLatentFp8TokenBytes = latent_token_bytes(LatentCacheFormat::kFp8, kDims);
+constexpr size_t kLatentBf16TokenBytes = latent_token_bytes(LatentCacheFormat::kBf16, kDims);
 constexpr int64_t kFillBlock = 1024;  // tokens per work item (and random stream) when filling
 
 // Σ over query rows t of the keys row t sees, min(start + t + 1, cap).
@@ -41,7 +44,7 @@ struct SyntheticCaches {
 
   SyntheticCaches(int64_t tokens_in, ThreadPool& pool)
       : tokens(tokens_in),
-        rope(YarnRopeConfig{.rope_dim = kIndexerRopeDim, .max_seq_len = tokens_in}),
+        rope(YarnRopeConfig{.rope_dim = kDims.rope, .max_seq_len = tokens_in}),
         latent_fp8(size_t(tokens_in) * kLatentFp8TokenBytes),
         latent_bf16(size_t(tokens_in) * kLatentBf16TokenBytes),
         key_codes(size_t(tokens_in) * kIndexerHeadDim),
@@ -49,7 +52,7 @@ struct SyntheticCaches {
     std::vector<bf16> wk(size_t(tokens) * kIndexerHeadDim);
     const int64_t blocks = (tokens + kFillBlock - 1) / kFillBlock;
     pool.parallel_for(blocks, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> latent(kMlaLatentDim), rope_values(kMlaRopeDim);
+      std::vector<float> latent(kDims.latent), rope_values(kDims.rope);
       for (int64_t block = begin; block < end; ++block) {
         std::mt19937 rng(uint32_t(1000 + block));
         std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -82,7 +85,7 @@ struct SyntheticCaches {
 
   LatentCacheView latent(LatentCacheFormat format, int64_t keys) const {
     const auto& bytes = format == LatentCacheFormat::kFp8 ? latent_fp8 : latent_bf16;
-    return {format, bytes.data(), keys};
+    return {format, kDims, bytes.data(), keys};
   }
 };
 
@@ -103,8 +106,8 @@ class CaseRunner {
   AttentionResult dense(BenchPhase phase, int64_t depth, int64_t start, int64_t rows,
                         LatentCacheFormat format) {
     const int64_t keys = start + rows;
-    const std::vector<float> q = random_values(size_t(rows * shape_.heads * kMlaKeyDim), 0.1f, 7);
-    std::vector<float> out(size_t(rows * shape_.heads * kMlaLatentDim));
+    const std::vector<float> q = random_values(size_t(rows * shape_.heads * kDims.key()), 0.1f, 7);
+    std::vector<float> out(size_t(rows * shape_.heads * kDims.latent));
     std::vector<float> lse(size_t(rows * shape_.heads));
     const LatentCacheView cache = caches_.latent(format, keys);
     std::function<void()> body;
@@ -145,8 +148,8 @@ class CaseRunner {
     std::vector<fp8_e4m3> q_codes(index_q.size());
     std::vector<float> head_weights(size_t(rows * ih)), scores(size_t(rows * keys));
     std::vector<int32_t> indices(size_t(rows * shape_.topk));
-    const std::vector<float> q = random_values(size_t(rows * shape_.heads * kMlaKeyDim), 0.1f, 7);
-    std::vector<float> out(size_t(rows * shape_.heads * kMlaLatentDim));
+    const std::vector<float> q = random_values(size_t(rows * shape_.heads * kDims.key()), 0.1f, 7);
+    std::vector<float> out(size_t(rows * shape_.heads * kDims.latent));
     std::vector<float> lse(size_t(rows * shape_.heads));
 
     const auto indexer = [&] {

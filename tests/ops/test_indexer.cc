@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "core/cpu_features.h"
@@ -296,15 +297,16 @@ TEST(IndexerScores, RejectsACacheShorterThanTheQueries) {
 
 // ---- q/k pipelines --------------------------------------------------------------------------
 
-// RoPE (halves, first 64 dims) then Hadamard-128, in double: what the pipelines compute before
-// their bf16 roundings and the FP8 quantization.
+// RoPE (halves, on the first 2 * table.pairs() dims) then Hadamard-128, in double: what the
+// pipelines compute before their bf16 roundings and the FP8 quantization.
 std::vector<double> rope_hadamard(const double* x, const RopeTable& table, int64_t position) {
   double rotated[kDim];
   for (int d = 0; d < kDim; ++d) rotated[d] = x[d];
-  for (int i = 0; i < 32; ++i) {
+  const int pairs = table.pairs();
+  for (int i = 0; i < pairs; ++i) {
     const double c = table.cos(position)[i], s = table.sin(position)[i];
-    rotated[i] = x[i] * c - x[i + 32] * s;
-    rotated[i + 32] = x[i] * s + x[i + 32] * c;
+    rotated[i] = x[i] * c - x[i + pairs] * s;
+    rotated[i + pairs] = x[i] * s + x[i + pairs] * c;
   }
   std::vector<double> out(kDim, 0.0);
   for (int i = 0; i < kDim; ++i) {
@@ -335,17 +337,25 @@ void expect_quantized_close(const fp8_e4m3* codes, float scale, const std::vecto
   }
 }
 
-class IndexerPipelines : public ::testing::Test {
+YarnRopeConfig rope_config(int rope_dim) {
+  YarnRopeConfig c;
+  c.rope_dim = rope_dim;
+  c.max_seq_len = 8192;
+  return c;
+}
+
+// The pipelines with V3.2's 64-dim RoPE and a 32-dim one (qk_rope_head_dim of a smaller config).
+class IndexerPipelines : public ::testing::TestWithParam<int> {
  protected:
-  YarnRopeConfig config_ = [] {
-    YarnRopeConfig c;
-    c.max_seq_len = 8192;
-    return c;
-  }();
-  RopeTable table_{config_};
+  RopeTable table_{rope_config(GetParam())};
 };
 
-TEST_F(IndexerPipelines, KeysAreNormalizedRotatedAndQuantizedIntoTheCache) {
+INSTANTIATE_TEST_SUITE_P(RopeDims, IndexerPipelines, ::testing::Values(64, 32),
+                         [](const auto& test_info) {
+                           return "rope" + std::to_string(test_info.param);
+                         });
+
+TEST_P(IndexerPipelines, KeysAreNormalizedRotatedAndQuantizedIntoTheCache) {
   const int64_t tokens = 3, start_pos = 4094, capacity = 4100;
   const std::vector<bf16> k = random_bf16(size_t(tokens * kDim), 1, 2.0f);
   std::vector<float> norm_weight = random_floats(kDim, 2, 0.3f);  // around 1, as trained
@@ -405,7 +415,7 @@ TEST_F(IndexerPipelines, KeysAreNormalizedRotatedAndQuantizedIntoTheCache) {
   }
 }
 
-TEST_F(IndexerPipelines, QueriesAreRotatedQuantizedAndWeightsFoldTheScales) {
+TEST_P(IndexerPipelines, QueriesAreRotatedQuantizedAndWeightsFoldTheScales) {
   const int64_t tokens = 2, heads = 64, start_pos = 300;
   const std::vector<bf16> q = random_bf16(size_t(tokens * heads * kDim), 4, 1.5f);
   const std::vector<float> weights_proj = random_floats(size_t(tokens * heads), 5, 3.0f);
@@ -458,7 +468,13 @@ TEST_F(IndexerPipelines, QueriesAreRotatedQuantizedAndWeightsFoldTheScales) {
   });
 }
 
-TEST_F(IndexerPipelines, RejectsKeysBeyondTheCache) {
+class IndexerValidation : public ::testing::Test {
+ protected:
+  YarnRopeConfig config_ = rope_config(64);
+  RopeTable table_{config_};
+};
+
+TEST_F(IndexerValidation, RejectsKeysBeyondTheCache) {
   std::vector<bf16> k(kDim);
   std::vector<float> w(kDim), scales(4);
   std::vector<fp8_e4m3> codes(4 * kDim);
@@ -481,16 +497,17 @@ TEST_F(IndexerPipelines, RejectsKeysBeyondTheCache) {
   }
 }
 
-TEST_F(IndexerPipelines, RejectsAWrongRopeWidthAndNoHeads) {
-  YarnRopeConfig narrow = config_;
-  narrow.rope_dim = 32;
-  const RopeTable narrow_table(narrow);
+TEST_F(IndexerValidation, RejectsARopeWiderThanTheHeadAndNoHeads) {
+  YarnRopeConfig wide = config_;
+  wide.rope_dim = 130;
+  wide.max_seq_len = 16;
+  const RopeTable wide_table(wide);
   std::vector<bf16> q(kDim);
   std::vector<float> w(1);
   std::vector<fp8_e4m3> codes(kDim);
   IndexerQueryParams params{.q = q.data(),
                             .weights_proj = w.data(),
-                            .rope = &narrow_table,
+                            .rope = &wide_table,
                             .tokens = 1,
                             .heads = 1,
                             .start_pos = 0,
@@ -501,9 +518,10 @@ TEST_F(IndexerPipelines, RejectsAWrongRopeWidthAndNoHeads) {
     indexer_queries(params, pool);
     FAIL() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(
-        std::string(e.what()).find("indexer_queries: the RoPE table must rotate 64 dims, got 32"),
-        std::string::npos)
+    EXPECT_NE(std::string(e.what()).find(
+                  "indexer_queries: the RoPE table must rotate 2 to 128 dims (within the indexer "
+                  "head), got 130"),
+              std::string::npos)
         << e.what();
   }
   params.rope = &table_;

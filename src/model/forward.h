@@ -1,0 +1,95 @@
+// The DeepSeek-V3.2 forward pass on the CPU (dsa-reference.md §2-§6): embedding, decoder layers
+// (fused-residual RMSNorm, MLA with the lightning indexer and top-k, dense FFN or MoE), final
+// norm, LM head. One call runs a chunk of T tokens at positions cache.size() .. +T-1 of one
+// sequence, appending them to its KvCache: a prefill chunk may start anywhere, and T == 1 is a
+// decode step.
+//
+// Attention modes:
+//   sparse  DSA, the model's own semantics: each query row attends to the top-k (index_topk) of
+//           its causal keys by indexer score; rows with at most index_topk keys attend to all.
+//   dense   every causal key (what DeepSeek-V3.1 does; for comparison). The indexer still writes
+//           its key cache, so a sequence may switch modes.
+//   auto    (default) always sparse's results, but skips the indexer scores and uses the dense
+//           kernels for chunks whose rows all have at most index_topk keys, where the two are the
+//           same attention.
+// Kernels: decode steps run in the absorbed (MQA) mode over the latent cache, as REF and FlashMLA
+// do; prefill chunks run either that or MHA mode over k/v expanded from the cached latents (REF's
+// prefill path), see PrefillKernel. V3 checkpoints (no indexer) are always dense.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "core/tensor.h"
+#include "core/thread_pool.h"
+#include "model/kv_cache.h"
+#include "model/weights.h"
+#include "ops/rope.h"
+
+namespace dsa {
+
+enum class AttentionMode { kAuto, kSparse, kDense };
+std::string_view attention_mode_name(AttentionMode mode);  // "auto", "sparse", "dense"
+// Throws dsa::Error listing the valid names.
+AttentionMode parse_attention_mode(std::string_view name);
+
+// Which attention kernel a prefill chunk (T > 1) uses; decode steps always use the absorbed mode.
+//   auto      the one with fewer multiply-adds for this chunk (attention_block.cc)
+//   mha       MHA mode, what DeepSeek's reference does for every prefill (closest to its numerics)
+//   absorbed  the absorbed (MQA) mode, as FlashMLA's sparse prefill does
+enum class PrefillKernel { kAuto, kMha, kAbsorbed };
+std::string_view prefill_kernel_name(PrefillKernel kernel);  // "auto", "mha", "absorbed"
+PrefillKernel parse_prefill_kernel(std::string_view name);
+
+// Receives every named intermediate of a forward call: `name` such as "layers.3.attn_norm" or
+// "logits", `value` a float (bf16 values held exactly) or int32 tensor whose first axis is the
+// call's tokens. The view is only valid during the call. Names: docs/model.md.
+using IntermediateSink = std::function<void(const std::string& name, const TensorView& value)>;
+
+struct ForwardOptions {
+  AttentionMode attention = AttentionMode::kAuto;
+  PrefillKernel prefill_kernel = PrefillKernel::kAuto;
+  // Run attention with the scalar reference kernels, which round scores, probabilities and
+  // outputs to bf16 where DeepSeek's reference does (the fast kernels keep scores and
+  // probabilities in fp32). Slow; for parity checks against the reference.
+  bool reference_attention = false;
+  bool all_logits = false;  // logits of every token of the chunk; false: only the last one
+  IntermediateSink dump;    // empty: nothing is dumped (and nothing extra computed)
+};
+
+class Model {
+ public:
+  // Loads config.json and the checkpoint in `dir` (see weights.h for the checks).
+  static std::unique_ptr<Model> load(const std::filesystem::path& dir, ThreadPool& pool);
+
+  const ModelConfig& config() const { return weights_->config(); }
+  const ModelWeights& weights() const { return *weights_; }
+  float softmax_scale() const { return softmax_scale_; }
+
+  // Runs `tokens` at positions cache.size() ... and appends them to `cache`. `logits` receives
+  // [T, vocab] (all_logits) or [1, vocab] floats. Token ids outside the vocabulary, a chunk past
+  // the cache's capacity, or "sparse" on a model without an indexer are a dsa::Error (the cache
+  // is then unchanged).
+  void forward(std::span<const int32_t> tokens, KvCache& cache, std::span<float> logits,
+               const ForwardOptions& options, ThreadPool& pool) const;
+
+ private:
+  explicit Model(std::unique_ptr<ModelWeights> weights);
+
+  std::unique_ptr<ModelWeights> weights_;
+  RopeTable rope_;
+  float softmax_scale_ = 0.0f;
+};
+
+// Logits [T, vocab] of every position of `tokens` in a fresh cache of `tokens.size()` positions:
+// tokens [0, prefill) run as prefill chunks of `chunk` tokens, the rest as decode steps.
+// options.all_logits is implied.
+std::vector<float> sequence_logits(const Model& model, std::span<const int32_t> tokens,
+                                   int64_t prefill, int64_t chunk, const ForwardOptions& options,
+                                   ThreadPool& pool);
+
+}  // namespace dsa
