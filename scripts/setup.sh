@@ -4,14 +4,19 @@
 #
 #   scripts/setup.sh              Release build in build/release
 #   scripts/setup.sh --sanitize   also the Debug + ASan/UBSan build in build/sanitize
+#   scripts/setup.sh --reference  also Debian's python3-torch and python3-numpy, which the
+#                                 offline Python reference in tests/reference needs (never
+#                                 needed to build, test or run dsa: its goldens are committed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sanitize=0
+reference=0
 for arg in "$@"; do
   case "$arg" in
     --sanitize) sanitize=1 ;;
-    *) echo "setup.sh: unknown option '$arg' (known: --sanitize)" >&2; exit 2 ;;
+    --reference) reference=1 ;;
+    *) echo "setup.sh: unknown option '$arg' (known: --sanitize, --reference)" >&2; exit 2 ;;
   esac
 done
 
@@ -25,6 +30,9 @@ packages=(
 # bundles npm and conflicts with Debian's npm package).
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   packages+=(nodejs npm)
+fi
+if ((reference)); then
+  packages+=(python3-torch python3-numpy)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -1,4 +1,5 @@
 #include <fmt/format.h>
+#include <malloc.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -9,6 +10,12 @@
 #include "core/version.h"
 
 int main(int argc, char** argv) {
+  // The forward pass allocates and frees activation buffers of many megabytes per call. By
+  // default glibc serves those with mmap and returns them (or trims the heap) on free, so every
+  // call faults its pages in again and timings depend on allocation history. Keep freed memory
+  // in the process: blocks up to glibc's 32 MiB limit come from the heap, which is not trimmed.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   CLI::App app{"dsa: DeepSeek-V3.2 and DeepSeek Sparse Attention engine"};
   app.set_version_flag("--version", std::string(dsa::kVersion));
   app.require_subcommand(1);
