@@ -4,9 +4,9 @@
 // every named intermediate is compared in the order the forward pass computes them, so a failure
 // names the first divergence.
 //
-// The engine runs with the attention kernels DeepSeek's reference uses (--prefill-kernel mha: MHA
-// mode for prefill, absorbed for decode) and their scalar versions that round as it does
-// (--reference-attention); the two implementations then compute the same bf16/FP8 tensors at the
+// `dsa logits` runs with the attention kernels DeepSeek's reference uses (--prefill-kernel mha:
+// MHA mode for prefill, absorbed for decode) and, by default, their scalar versions that round
+// as it does; the two implementations then compute the same bf16/FP8 tensors at the
 // same rounding points. The fast kernels, which keep scores and probabilities in fp32, are
 // compared up to the first attention output, after which FP8 re-quantization and top-k/MoE
 // near-ties on these random tiny models amplify any difference (tests/model/test_forward.cc
@@ -170,7 +170,7 @@ class ReferenceParity : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(ReferenceParity, MatchesTheGoldensWithReferenceAttention) {
   TempDir dir;
-  const GoldenRun run = run_golden(GetParam(), "--prefill-kernel mha --reference-attention", dir);
+  const GoldenRun run = run_golden(GetParam(), "--prefill-kernel mha", dir);
   ASSERT_TRUE(run.dump);
   const bool dense = run.golden->metadata().at("attention") == "dense";
   int compared = 0;
@@ -203,7 +203,7 @@ class FastAttentionParity : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(FastAttentionParity, MatchesUpToTheFirstAttentionOutput) {
   TempDir dir;
-  const GoldenRun run = run_golden(GetParam(), "--prefill-kernel mha", dir);
+  const GoldenRun run = run_golden(GetParam(), "--prefill-kernel mha --fast-attention", dir);
   ASSERT_TRUE(run.dump);
   ASSERT_TRUE(run.golden->find("layers.0.attn_output"));
   for (const std::string& name : computation_order(1)) {
