@@ -20,6 +20,7 @@
 #include "core/progress.h"
 #include "core/thread_pool.h"
 #include "core/version.h"
+#include "flag_values.h"
 #include "model/forward.h"
 #include "model/tensor_layout.h"
 #include "perf/attention_bench.h"
@@ -35,46 +36,18 @@ using nlohmann::json;
 const std::vector<int64_t> kDefaultDepths = {1024, 4096, 16384, 65536, 131072};
 const std::vector<int64_t> kQuickDepths = {1024, 4096, 16384};
 
-// Numeric flags arrive as text so a bad value is a dsa::Error (exit status 1) naming the flag.
-int64_t parse_at_least(const std::string& text, const std::string& flag, int64_t minimum) {
-  int64_t value = 0;
-  const char* end = text.data() + text.size();
-  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  if (text.empty() || ec != std::errc() || ptr != end) {
-    fail("{}: '{}' is not an integer", flag, text);
-  }
-  if (value < minimum) fail("{}: {} must be at least {}", flag, value, minimum);
-  return value;
-}
-
-int64_t parse_positive(const std::string& text, const std::string& flag) {
-  return parse_at_least(text, flag, 1);
-}
-
-// "a,b,c" -> the items (an empty text is one empty item, reported by the item's parser).
-std::vector<std::string> split_commas(const std::string& text) {
-  std::vector<std::string> items;
-  size_t pos = 0;
-  while (true) {
-    const size_t comma = text.find(',', pos);
-    items.push_back(text.substr(pos, comma == std::string::npos ? comma : comma - pos));
-    if (comma == std::string::npos) return items;
-    pos = comma + 1;
-  }
-}
-
 std::vector<int64_t> parse_depths(const std::string& text, const std::string& flag,
                                   int64_t minimum) {
   std::vector<int64_t> depths;
   for (const std::string& item : split_commas(text)) {
-    depths.push_back(parse_at_least(item, flag, minimum));
+    depths.push_back(parse_int_flag(item, flag, minimum));
   }
   return depths;
 }
 
 int parse_threads(const std::string& text) {
   return text.empty() ? ThreadPool::hardware_threads()
-                      : int(std::min<int64_t>(parse_positive(text, "--threads"), 4096));
+                      : int(std::min<int64_t>(parse_int_flag(text, "--threads", 1), 4096));
 }
 
 struct BenchAttentionOptions {
@@ -172,11 +145,11 @@ void run_bench_attention(const BenchAttentionOptions& options) {
   config.depths = options.depths.empty() ? (options.quick ? kQuickDepths : kDefaultDepths)
                                          : parse_depths(options.depths, "--depths", 1);
   if (!options.runs.empty()) {
-    config.runs = int(std::min<int64_t>(parse_positive(options.runs, "--runs"), 1000));
+    config.runs = int(std::min<int64_t>(parse_int_flag(options.runs, "--runs", 1), 1000));
   } else if (options.quick) {
     config.runs = 3;
   }
-  if (!options.chunk.empty()) config.chunk = parse_positive(options.chunk, "--chunk");
+  if (!options.chunk.empty()) config.chunk = parse_int_flag(options.chunk, "--chunk", 1);
   if (options.mode != "decode" && options.mode != "prefill" && options.mode != "both") {
     fail("--mode: '{}' is not one of decode, prefill, both", options.mode);
   }
@@ -217,16 +190,10 @@ ModelBenchConfig model_bench_config(const BenchModelOptions& o) {
   ModelBenchConfig config;
   if (o.depths.empty()) fail("-d: no depths given");
   config.depths = parse_depths(o.depths, "-d", 0);
-  config.n_prompt = parse_at_least(o.n_prompt, "-p", 0);
-  config.n_gen = parse_at_least(o.n_gen, "-n", 0);
-  config.runs = int(std::min<int64_t>(parse_positive(o.runs, "-r"), 1000));
-  config.modes.clear();
-  for (const std::string& name : split_commas(o.attention)) {
-    if (name != "sparse" && name != "dense" && name != "auto") {
-      fail("--attention: '{}' is not one of sparse, dense, auto", name);
-    }
-    config.modes.push_back(parse_attention_mode(name));
-  }
+  config.n_prompt = parse_int_flag(o.n_prompt, "-p", 0);
+  config.n_gen = parse_int_flag(o.n_gen, "-n", 0);
+  config.runs = int(std::min<int64_t>(parse_int_flag(o.runs, "-r", 1), 1000));
+  config.modes = parse_attention_modes(o.attention, "--attention");
   config.synthetic_cache = o.synthetic;
   return config;
 }

@@ -16,5 +16,9 @@ void register_chat_template(CLI::App& app);
 void register_bench(CLI::App& app);  // bench attention
 void register_logits(CLI::App& app);
 void register_generate(CLI::App& app);
+void register_run(CLI::App& app);
+void register_chat(CLI::App& app);
+void register_perplexity(CLI::App& app);
+void register_demo(CLI::App& app);
 
 }  // namespace dsa::cli

@@ -28,10 +28,16 @@ int main(int argc, char** argv) {
   dsa::cli::register_bench(app);
   dsa::cli::register_logits(app);
   dsa::cli::register_generate(app);
+  dsa::cli::register_run(app);
+  dsa::cli::register_chat(app);
+  dsa::cli::register_perplexity(app);
+  dsa::cli::register_demo(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; a bad flag or value is a user error like any other: status 1
+    // (CLI11's own codes, 100 and up, would mean nothing to scripts).
+    return app.exit(e) == 0 ? 0 : 1;
   } catch (const dsa::Error& e) {
     fmt::print(stderr, "dsa: error: {}\n", e.what());
     return 1;
