@@ -17,29 +17,16 @@ namespace dsa {
 namespace {
 
 using test::run_dsa;
-using test::TempDir;
 
-class ChatCli : public ::testing::Test {
+class ChatCli : public test::TinyChatModelSuite {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    model_ = new std::string(test::write_tiny_chat_model(*dir_));
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete dir_;
-  }
   static std::string chat(const std::string& flags) {
-    return fmt::format("chat -m '{}' {}", *model_, flags);
+    return fmt::format("chat -m '{}' {}", model(), flags);
   }
   static int64_t token_count(const std::string& text) {
-    return int64_t(text::Tokenizer::from_model_dir(*model_).encode(text).size());
+    return int64_t(text::Tokenizer::from_model_dir(model()).encode(text).size());
   }
-  static TempDir* dir_;
-  static std::string* model_;
 };
-TempDir* ChatCli::dir_ = nullptr;
-std::string* ChatCli::model_ = nullptr;
 
 struct StatsLine {
   int64_t prompt = -1;     // prompt tokens of the last reply

@@ -20,7 +20,8 @@ class LogitsCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = new TempDir();
-    const auto r = run_dsa(fmt::format("init-model --preset tiny --dtype bf16 --seed 3 -o {}", model()));
+    const auto r =
+        run_dsa(fmt::format("init-model --preset tiny --dtype bf16 --seed 3 -o {}", model()));
     ASSERT_EQ(r.exit_code, 0) << r.err;
   }
   static void TearDownTestSuite() {

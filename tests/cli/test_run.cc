@@ -17,24 +17,12 @@ namespace {
 using test::run_dsa;
 using test::TempDir;
 
-class RunCli : public ::testing::Test {
+class RunCli : public test::TinyChatModelSuite {
  protected:
-  static void SetUpTestSuite() {
-    dir_ = new TempDir();
-    model_ = new std::string(test::write_tiny_chat_model(*dir_));
-  }
-  static void TearDownTestSuite() {
-    delete model_;
-    delete dir_;
-  }
   static std::string run_args(const std::string& rest) {
-    return fmt::format("run -m '{}' {}", *model_, rest);
+    return fmt::format("run -m '{}' {}", model(), rest);
   }
-  static TempDir* dir_;
-  static std::string* model_;
 };
-TempDir* RunCli::dir_ = nullptr;
-std::string* RunCli::model_ = nullptr;
 
 TEST_F(RunCli, StreamsTextAndEndsWithTheSummaryLine) {
   const auto r = run_dsa(run_args("-p 'The quick brown fox' -n 8 --seed 3 --ignore-eos"));

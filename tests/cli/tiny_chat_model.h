@@ -29,4 +29,24 @@ inline std::string write_tiny_chat_model(const TempDir& dir) {
   return model;
 }
 
+// Base of a test suite that shares one tiny chat model, made once for the suite.
+class TinyChatModelSuite : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir();
+    model_ = new std::string(write_tiny_chat_model(*dir_));
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    delete dir_;
+    model_ = nullptr;
+    dir_ = nullptr;
+  }
+  static const std::string& model() { return *model_; }
+
+ private:
+  static inline TempDir* dir_ = nullptr;
+  static inline std::string* model_ = nullptr;
+};
+
 }  // namespace dsa::test
