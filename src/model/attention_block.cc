@@ -277,18 +277,20 @@ void mha_attention(const Step& s, int64_t layer, const AttentionWeights& w,
 // cached key through wkv_b once per chunk (S x latent x H x (nope + v)) and then attends with
 // qk + v wide heads; the absorbed mode folds wkv_b into each query and output (T x H x latent x
 // (nope + v)) and attends with 2 x latent + rope wide heads. Long prompts from position 0 favour
-// MHA, short chunks deep into a long context favour the absorbed mode.
+// MHA, short chunks deep into a long context favour the absorbed mode. The MHA kernel applies a
+// top-k as a mask over the causal keys (mla.h), so it scans them all; the absorbed kernel reads
+// only the selected ones — with a top-k much smaller than the context, the absorbed mode wins.
 bool use_mha(PrefillKernel kernel, const Dims& d, int64_t topk) {
   if (d.T == 1) return false;
   if (kernel != PrefillKernel::kAuto) return kernel == PrefillKernel::kMha;
   const double S = double(d.P + d.T);
-  const double keys_per_row =
-      topk > 0 ? std::min<double>(double(topk), S) : double(d.P) + 0.5 * double(d.T + 1);
+  const double causal_keys = double(d.P) + 0.5 * double(d.T + 1);  // per row, on average
+  const double absorbed_keys = topk > 0 ? std::min(double(topk), causal_keys) : causal_keys;
   const double heads = double(d.T) * double(d.H);
   const double mha = S * double(d.latent) * double(d.H) * double(d.nope + d.v) +
-                     heads * keys_per_row * double(d.qk + d.v);
+                     heads * causal_keys * double(d.qk + d.v);
   const double absorbed = heads * double(d.latent) * double(d.nope + d.v) +
-                          heads * keys_per_row * double(2 * d.latent + d.rope);
+                          heads * absorbed_keys * double(2 * d.latent + d.rope);
   return mha < absorbed;
 }
 
