@@ -109,12 +109,9 @@ void generate_demo_model(const fs::path& dir, const ModelConfig& config, ThreadP
              dir.string(), format_bytes(total_bytes),
              format_count(uint64_t(count_parameters(config).total())));
   std::fflush(stdout);
-  SafetensorsWriter writer;
-  writer.set_metadata("format", "pt");
-  add_initial_weights(parameters, /*seed=*/0, pool, writer);
   ProgressBar bar("generating", total_bytes);
-  writer.write_checkpoint(dir, std::numeric_limits<uint64_t>::max(),
-                          [&](uint64_t done) { bar.update(done); });
+  write_initial_checkpoint(dir, parameters, /*seed=*/0, std::numeric_limits<uint64_t>::max(), pool,
+                           [&](uint64_t done) { bar.update(done); });
   bar.finish();
   write_file_atomically(dir / "config.json", model_config_to_json(config).dump(2) + "\n");
 }

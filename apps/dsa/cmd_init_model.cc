@@ -139,11 +139,9 @@ void run_init_model(const InitModelOptions& options) {
   }
 
   ThreadPool pool(options.threads);
-  SafetensorsWriter writer;
-  writer.set_metadata("format", "pt");
-  add_initial_weights(parameters, options.seed, pool, writer);
   ProgressBar progress("init-model", total_bytes);
-  writer.write_checkpoint(dir, max_shard_bytes, [&](uint64_t done) { progress.update(done); });
+  write_initial_checkpoint(dir, parameters, options.seed, max_shard_bytes, pool,
+                           [&](uint64_t done) { progress.update(done); });
   progress.finish();
   fmt::print("wrote {} to {} (seed {})\n", plan, dir.string(), options.seed);
 }

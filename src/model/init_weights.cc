@@ -168,4 +168,14 @@ void add_initial_weights(const std::vector<ParameterSpec>& parameters, uint64_t 
   }
 }
 
+void write_initial_checkpoint(const std::filesystem::path& dir,
+                              const std::vector<ParameterSpec>& parameters, uint64_t seed,
+                              uint64_t max_shard_bytes, ThreadPool& pool,
+                              const std::function<void(uint64_t)>& on_progress) {
+  SafetensorsWriter writer;
+  writer.set_metadata("format", "pt");
+  add_initial_weights(parameters, seed, pool, writer);
+  writer.write_checkpoint(dir, max_shard_bytes, on_progress);
+}
+
 }  // namespace dsa

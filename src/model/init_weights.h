@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <functional>
 #include <span>
 #include <string_view>
 
@@ -34,5 +36,13 @@ void init_parameter_values(const ParameterSpec& spec, uint64_t seed, std::span<f
 // with fillers that generate the values while the file is written. `pool` must outlive the write.
 void add_initial_weights(const std::vector<ParameterSpec>& parameters, uint64_t seed,
                          ThreadPool& pool, SafetensorsWriter& writer);
+
+// The checkpoint files of `parameters` with random weights, written into `dir` as `dsa init-model`
+// writes them (safetensors metadata format "pt"; shards of at most `max_shard_bytes`).
+// config.json is the caller's. `on_progress` gets the bytes written so far.
+void write_initial_checkpoint(const std::filesystem::path& dir,
+                              const std::vector<ParameterSpec>& parameters, uint64_t seed,
+                              uint64_t max_shard_bytes, ThreadPool& pool,
+                              const std::function<void(uint64_t)>& on_progress = {});
 
 }  // namespace dsa

@@ -15,10 +15,9 @@ void write_random_model(const std::filesystem::path& dir, const ModelConfig& con
   std::filesystem::create_directories(dir);
   write_file_atomically(dir / "config.json", model_config_to_json(config).dump(2) + "\n");
   ThreadPool pool(2);
-  SafetensorsWriter writer;
-  add_initial_weights(model_parameters(config), seed, pool, writer);
-  writer.write_checkpoint(
-      dir, max_shard_bytes == 0 ? std::numeric_limits<uint64_t>::max() : max_shard_bytes);
+  write_initial_checkpoint(
+      dir, model_parameters(config), seed,
+      max_shard_bytes == 0 ? std::numeric_limits<uint64_t>::max() : max_shard_bytes, pool);
 }
 
 ModelConfig preset_config(const std::string& preset, bool fp8) {
