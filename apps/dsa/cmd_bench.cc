@@ -87,8 +87,15 @@ json result_json(const AttentionResult& r, const MachinePeaks& peaks) {
     json stages = json::object();
     for (const StageResult& stage : r.stages) {
       json s = stats_json(scaled(stage.seconds, double(r.tokens)));
-      s["gflops"] = stage.flops / stage.seconds.median * 1e-9;
-      s["gbps"] = stage.bytes / stage.seconds.median * 1e-9;
+      const double stage_seconds = stage.seconds.median;
+      s["gflops"] = stage.flops / stage_seconds * 1e-9;
+      s["gbps"] = stage.bytes / stage_seconds * 1e-9;
+      s["pct_peak_flops"] = percent(stage.flops / stage_seconds, peaks.fp32_flops_per_second);
+      s["pct_bandwidth"] = percent(stage.bytes / stage_seconds, peaks.read_bytes_per_second);
+      if (peaks.bf16_dot_flops_per_second > 0) {
+        s["pct_peak_bf16_dot"] =
+            percent(stage.flops / stage_seconds, peaks.bf16_dot_flops_per_second);
+      }
       stages[stage.name] = s;
     }
     record["stages"] = stages;
@@ -96,12 +103,43 @@ json result_json(const AttentionResult& r, const MachinePeaks& peaks) {
   return record;
 }
 
+// Where the indexer stands against the machine's two limits: the time its bytes take at the
+// measured read bandwidth, and the time its multiply-adds take at the fastest dot-product rate
+// it can use (vdpbf16ps where present, else fp32 FMA). The larger bound is the one that binds.
+void print_indexer_roofline(const std::vector<AttentionResult>& results,
+                            const MachinePeaks& peaks) {
+  const bool bf16 = peaks.bf16_dot_flops_per_second > 0;
+  const double flop_peak = bf16 ? peaks.bf16_dot_flops_per_second : peaks.fp32_flops_per_second;
+  bool header = false;
+  for (const AttentionResult& r : results) {
+    if (r.mode != "dsa" || r.stages.empty() || r.stages[0].name != "indexer") continue;
+    const StageResult& indexer = r.stages[0];
+    const double seconds = indexer.seconds.median, tokens = double(r.tokens);
+    if (!header) {
+      fmt::print("\nindexer roofline (per token; compute bound at the {} peak):\n",
+                 bf16 ? "bf16 dot" : "fp32 FMA");
+      header = true;
+    }
+    fmt::print(
+        "  {} {}: {} ms, {:.0f}% of the compute peak (bound {} ms), {:.0f}% of bandwidth "
+        "(bound {} ms)\n",
+        phase_name(r.phase), r.depth, ms(seconds / tokens),
+        percent(indexer.flops / seconds, flop_peak), ms(indexer.flops / flop_peak / tokens),
+        percent(indexer.bytes / seconds, peaks.read_bytes_per_second),
+        ms(indexer.bytes / peaks.read_bytes_per_second / tokens));
+  }
+}
+
 void print_table(const std::vector<AttentionResult>& results, const MachinePeaks& peaks,
                  int threads) {
   fmt::print("machine: {}, {} threads, SIMD target {}\n", cpu_model_name(), threads,
              simd_target_name());
-  fmt::print("measured peaks: read bandwidth {:.1f} GB/s, fp32 FMA {:.1f} GFLOP/s\n\n",
+  fmt::print("measured peaks: read bandwidth {:.1f} GB/s, fp32 FMA {:.1f} GFLOP/s",
              peaks.read_bytes_per_second * 1e-9, peaks.fp32_flops_per_second * 1e-9);
+  if (peaks.bf16_dot_flops_per_second > 0) {
+    fmt::print(", bf16 dot (vdpbf16ps) {:.1f} GFLOP/s", peaks.bf16_dot_flops_per_second * 1e-9);
+  }
+  fmt::print("\n\n");
   fmt::print(
       "| phase | mode | depth | ms/token | indexer | top-k | sparse MLA | GFLOP/s | GB/s "
       "| % peak FLOP | % bandwidth |\n");
@@ -121,7 +159,8 @@ void print_table(const std::vector<AttentionResult>& results, const MachinePeaks
   }
   fmt::print(
       "\nms/token: median ± half the min-max range over the runs; stage columns are ms/token "
-      "medians.\n");
+      "medians; % peak FLOP is against the fp32 FMA peak.\n");
+  print_indexer_roofline(results, peaks);
   // DSA's speedup over dense attention on the FP8 cache, per phase and depth (median times).
   for (BenchPhase phase : {BenchPhase::kDecode, BenchPhase::kPrefill}) {
     std::map<int64_t, double> dense, dsa;

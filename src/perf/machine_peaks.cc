@@ -28,12 +28,16 @@ float StreamSum(const float* data, int64_t n) {
 }
 
 // `iterations` rounds of 12 independent FMAs (enough chains to cover 2 FMA ports x 4-5 cycles
-// latency). Returns the FLOP count and a value that depends on every accumulator.
+// latency). Every chain starts from its own value (seed + i): chains that start equal compute equal
+// values, and the compiler then keeps one chain and copies it, which times the FMA latency instead
+// of the throughput. Returns the FLOP count; *sink gets the sum over every accumulator's lanes.
 double FmaLoop(int64_t iterations, float seed, float* sink) {
   const hn::ScalableTag<float> d;
   const auto m = hn::Set(d, 0.999999f), c = hn::Set(d, 1e-7f);
-  auto a0 = hn::Set(d, seed), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0;
-  auto a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+  auto a0 = hn::Set(d, seed), a1 = hn::Set(d, seed + 1), a2 = hn::Set(d, seed + 2);
+  auto a3 = hn::Set(d, seed + 3), a4 = hn::Set(d, seed + 4), a5 = hn::Set(d, seed + 5);
+  auto a6 = hn::Set(d, seed + 6), a7 = hn::Set(d, seed + 7), a8 = hn::Set(d, seed + 8);
+  auto a9 = hn::Set(d, seed + 9), a10 = hn::Set(d, seed + 10), a11 = hn::Set(d, seed + 11);
   for (int64_t i = 0; i < iterations; ++i) {
     a0 = hn::MulAdd(a0, m, c);
     a1 = hn::MulAdd(a1, m, c);
@@ -68,7 +72,9 @@ HWY_AFTER_NAMESPACE();
 #include <memory>
 #include <vector>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
+#include "perf/peak_loops.h"
 #include "perf/timing.h"
 
 namespace dsa {
@@ -76,6 +82,10 @@ namespace dsa {
 HWY_EXPORT(StreamSum);
 HWY_EXPORT(FmaLoop);
 HWY_EXPORT(DispatchedTarget);
+
+double peak_loops::fma_loop(int64_t iterations, float seed, float* sink) {
+  return HWY_DYNAMIC_DISPATCH(FmaLoop)(iterations, seed, sink);
+}
 
 namespace {
 
@@ -105,17 +115,19 @@ double measure_read_bandwidth(ThreadPool& pool, const MachinePeakOptions& option
   return double(slices * kSliceFloats) * 4.0 / best;
 }
 
-double measure_fma_rate(ThreadPool& pool, const MachinePeakOptions& options) {
+using PeakLoop = double (*)(int64_t iterations, float seed, float* sink);
+
+// FLOP per second of `loop` on every thread of the pool.
+double measure_loop_rate(ThreadPool& pool, const MachinePeakOptions& options, PeakLoop loop) {
   // Four items per thread so a thread that starts late does not idle the others at the end.
   const int64_t items = 4 * int64_t(pool.size());
   std::vector<float> sinks(static_cast<size_t>(items));
   std::vector<double> item_flops(static_cast<size_t>(items));
-  int64_t iterations = int64_t(1) << 10;  // per item, 12 vector FMAs each
+  int64_t iterations = int64_t(1) << 10;  // per item, 12 vector multiply-adds each
   const auto pass = [&] {
     pool.parallel_for(items, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        item_flops[size_t(i)] =
-            HWY_DYNAMIC_DISPATCH(FmaLoop)(iterations, 1.0f + float(i), &sinks[size_t(i)]);
+        item_flops[size_t(i)] = loop(iterations, 1.0f + float(i), &sinks[size_t(i)]);
       }
     });
   };
@@ -135,7 +147,10 @@ MachinePeaks measure_machine_peaks(ThreadPool& pool, const MachinePeakOptions& o
   DSA_CHECK(options.read_passes > 0 && options.fma_repeats > 0 && options.fma_pass_seconds > 0);
   MachinePeaks peaks;
   peaks.read_bytes_per_second = measure_read_bandwidth(pool, options);
-  peaks.fp32_flops_per_second = measure_fma_rate(pool, options);
+  peaks.fp32_flops_per_second = measure_loop_rate(pool, options, peak_loops::fma_loop);
+  if (detect_cpu_features().avx512bf16) {
+    peaks.bf16_dot_flops_per_second = measure_loop_rate(pool, options, peak_loops::bf16_dot_loop);
+  }
   return peaks;
 }
 

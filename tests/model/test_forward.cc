@@ -106,7 +106,9 @@ Outputs run(const Model& model, const std::vector<int32_t>& tokens, int64_t pref
 // Schedules agree at the first attention output on every model, and in the logits on bf16.
 void expect_same(const Outputs& a, const Outputs& b, bool bf16_model, const std::string& what) {
   EXPECT_LT(compare(a.first_layer, b.first_layer).rms_relative, kFirstLayerTolerance) << what;
-  if (bf16_model) EXPECT_LT(compare(a.logits, b.logits).rms_relative, kLogitsTolerance) << what;
+  if (bf16_model) {
+    EXPECT_LT(compare(a.logits, b.logits).rms_relative, kLogitsTolerance) << what;
+  }
 }
 
 TEST_F(ForwardTest, ChunkedPrefillFromAnyPositionMatchesWholePrefill) {

@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "perf/attention_bench.h"
 #include "perf/machine_peaks.h"
+#include "perf/peak_loops.h"
 
 namespace dsa {
 namespace {
@@ -142,8 +145,48 @@ TEST(MachinePeaks, SmallMeasurementIsPositive) {
   const MachinePeaks peaks = measure_machine_peaks(pool, options);
   EXPECT_GT(peaks.read_bytes_per_second, 0);
   EXPECT_GT(peaks.fp32_flops_per_second, 0);
+  if (detect_cpu_features().avx512bf16) {
+    EXPECT_GT(peaks.bf16_dot_flops_per_second, 0);
+  } else {
+    EXPECT_EQ(peaks.bf16_dot_flops_per_second, 0);
+  }
   EXPECT_FALSE(simd_target_name().empty());
   EXPECT_FALSE(cpu_model_name().empty());
+}
+
+// The peak loops must compute 12 distinct chains: chains that start equal are merged by the
+// compiler into one, and the loop then times FMA latency, not throughput (this overstated the
+// fp32 peak by 1.5x until the chains got their own seeds). The sink is checked against the 12
+// distinct chains computed here one by one.
+TEST(MachinePeaks, FmaLoopComputesTwelveDistinctChains) {
+  constexpr int64_t kIterations = 1000;
+  constexpr float kSeed = 3.0f;
+  float sink = 0;
+  const double flops = peak_loops::fma_loop(kIterations, kSeed, &sink);
+  const double lanes = flops / (2.0 * 12 * kIterations);
+  ASSERT_EQ(lanes, std::floor(lanes));
+  ASSERT_GE(lanes, 1);
+  double expected = 0;
+  for (int chain = 0; chain < 12; ++chain) {
+    float a = kSeed + float(chain);
+    for (int64_t i = 0; i < kIterations; ++i) a = std::fma(a, 0.999999f, 1e-7f);
+    expected += lanes * double(a);
+  }
+  // Only the final lane sum's order differs: float rounding of ~200 positive terms.
+  EXPECT_NEAR(sink, expected, expected * 1e-5);
+}
+
+TEST(MachinePeaks, Bf16DotLoopComputesTwelveDistinctChains) {
+  if (!detect_cpu_features().avx512bf16) GTEST_SKIP() << "no AVX512-BF16 on this CPU";
+  constexpr int64_t kIterations = 4096;
+  float sink = 0;
+  EXPECT_EQ(peak_loops::bf16_dot_loop(kIterations, 1.0f, &sink), 2.0 * 32 * 12 * kIterations);
+  // Chain i is 1 + i + n * 2^-19 in all 16 lanes, exact in fp32 below 16.
+  double expected = 0;
+  for (int chain = 0; chain < 12; ++chain) {
+    expected += 16 * (1.0 + chain + double(kIterations) * std::ldexp(1.0, -19));
+  }
+  EXPECT_NEAR(sink, expected, expected * 1e-6);
 }
 
 }  // namespace
