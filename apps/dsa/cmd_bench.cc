@@ -106,25 +106,29 @@ json result_json(const AttentionResult& r, const MachinePeaks& peaks) {
 // Where the indexer stands against the machine's two limits: the time its bytes take at the
 // measured read bandwidth, and the time its multiply-adds take at the fastest dot-product rate
 // it can use (vdpbf16ps where present, else fp32 FMA). The larger bound is the one that binds.
+// Decode only: in prefill the rows of a chunk share each key read, so bytes are not traffic.
 void print_indexer_roofline(const std::vector<AttentionResult>& results,
                             const MachinePeaks& peaks) {
   const bool bf16 = peaks.bf16_dot_flops_per_second > 0;
   const double flop_peak = bf16 ? peaks.bf16_dot_flops_per_second : peaks.fp32_flops_per_second;
   bool header = false;
   for (const AttentionResult& r : results) {
-    if (r.mode != "dsa" || r.stages.empty() || r.stages[0].name != "indexer") continue;
+    if (r.phase != BenchPhase::kDecode || r.mode != "dsa" || r.stages.empty() ||
+        r.stages[0].name != "indexer") {
+      continue;
+    }
     const StageResult& indexer = r.stages[0];
     const double seconds = indexer.seconds.median, tokens = double(r.tokens);
     if (!header) {
-      fmt::print("\nindexer roofline (per token; compute bound at the {} peak):\n",
+      fmt::print("\nindexer roofline (decode, per token; compute bound at the {} peak):\n",
                  bf16 ? "bf16 dot" : "fp32 FMA");
       header = true;
     }
     fmt::print(
-        "  {} {}: {} ms, {:.0f}% of the compute peak (bound {} ms), {:.0f}% of bandwidth "
+        "  depth {}: {} ms, {:.0f}% of the compute peak (bound {} ms), {:.0f}% of bandwidth "
         "(bound {} ms)\n",
-        phase_name(r.phase), r.depth, ms(seconds / tokens),
-        percent(indexer.flops / seconds, flop_peak), ms(indexer.flops / flop_peak / tokens),
+        r.depth, ms(seconds / tokens), percent(indexer.flops / seconds, flop_peak),
+        ms(indexer.flops / flop_peak / tokens),
         percent(indexer.bytes / seconds, peaks.read_bytes_per_second),
         ms(indexer.bytes / peaks.read_bytes_per_second / tokens));
   }

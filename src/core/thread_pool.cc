@@ -2,9 +2,36 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <utility>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
 namespace dsa {
+namespace {
+
+// Tells the core this is a spin-wait loop (saves power, frees the sibling hyperthread).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+// Spins until `done()` or until kSpinMicroseconds passed; returns done().
+template <typename Done>
+bool spin_until(Done&& done) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::microseconds(ThreadPool::kSpinMicroseconds);
+  for (int polls = 1;; ++polls) {
+    if (done()) return true;
+    cpu_relax();
+    if (polls % 64 == 0 && std::chrono::steady_clock::now() > deadline) return done();
+  }
+}
+
+}  // namespace
 
 int ThreadPool::hardware_threads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
@@ -40,22 +67,23 @@ void ThreadPool::run_chunks() {
 void ThreadPool::worker_loop() {
   uint64_t seen = 0;
   for (;;) {
+    spin_until([&] { return stopping_.load() || generation_.load() != seen; });
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      if (!stopping_ && generation_.load() == seen) {
+        ++sleeping_workers_;
+        wake_.wait(lock, [&] { return stopping_.load() || generation_.load() != seen; });
+        --sleeping_workers_;
+      }
       if (stopping_) return;
-      seen = generation_;
-      // A worker that wakes after the job ended must not touch the next job's counters: it joins
+      seen = generation_.load();
+      // A worker that arrives after the job ended must not touch the next job's fields: it joins
       // only while a job is published, and the caller keeps the job fixed while any worker is busy.
       if (body_ == nullptr) continue;
       ++busy_workers_;
     }
     run_chunks();
-    {
-      std::lock_guard lock(mutex_);
-      --busy_workers_;
-    }
-    done_.notify_all();
+    --busy_workers_;
   }
 }
 
@@ -70,6 +98,7 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     body(0, n);
     return;
   }
+  bool wake_sleepers = false;
   {
     std::lock_guard lock(mutex_);
     body_ = &body;
@@ -79,16 +108,20 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain,
     next_chunk_ = 0;
     error_ = nullptr;
     ++generation_;
+    wake_sleepers = sleeping_workers_ > 0;
   }
-  wake_.notify_all();
-  run_chunks();
+  if (wake_sleepers) wake_.notify_all();
+  run_chunks();  // returns once every chunk is claimed
+  // Wait until no worker is inside the job. Workers join under the mutex, so busy == 0 seen
+  // under it (with body_ then cleared) means none is inside and none can join any more.
   std::exception_ptr error;
-  {
-    // Wait until every chunk is claimed and no worker is still inside this job.
-    std::unique_lock lock(mutex_);
-    done_.wait(lock, [&] { return busy_workers_ == 0 && next_chunk_.load() >= chunks_; });
+  for (;;) {
+    if (!spin_until([&] { return busy_workers_.load() == 0; })) std::this_thread::yield();
+    std::lock_guard lock(mutex_);
+    if (busy_workers_.load() != 0) continue;
     body_ = nullptr;
     error = std::exchange(error_, nullptr);
+    break;
   }
   if (error) std::rethrow_exception(error);
 }

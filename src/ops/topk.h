@@ -24,6 +24,9 @@ struct TopkParams {
   int64_t rows = 0;               // T
   int64_t cols = 0;               // S (< 2^31)
   int64_t k = kIndexTopk;
+  // With fewer rows than threads (decode), a row of at least twice this many columns is split
+  // into chunks of at least this many, one per thread, that run each pass in parallel.
+  int64_t min_split_columns = 16384;
 };
 
 // Throws dsa::Error naming the bad field.
@@ -31,8 +34,9 @@ void validate(const TopkParams& params);
 
 // Reference: sort the valid (score, index) pairs by score, descending, ties by index.
 void topk_select_reference(const TopkParams& params);
-// Radix select on the order-preserving integer image of the scores (no full sort), rows in
-// parallel. Exactly the reference's result.
+// Radix select on the order-preserving integer image of the scores (no full sort); rows in
+// parallel, or a long row's columns in parallel when rows are fewer than threads. Exactly the
+// reference's result.
 void topk_select(const TopkParams& params, ThreadPool& pool);
 
 }  // namespace dsa

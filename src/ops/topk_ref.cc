@@ -13,6 +13,9 @@ void validate(const TopkParams& params) {
     fail("topk: need rows >= 0, cols >= 0, k > 0; got rows {}, cols {}, k {}", params.rows,
          params.cols, params.k);
   }
+  if (params.min_split_columns < 1) {
+    fail("topk: min_split_columns must be at least 1, got {}", params.min_split_columns);
+  }
   if (params.cols > std::numeric_limits<int32_t>::max()) {
     fail("topk: {} columns do not fit int32 indices", params.cols);
   }

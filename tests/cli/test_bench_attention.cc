@@ -31,7 +31,9 @@ TEST(CliBenchAttention, JsonHasARecordPerModeAndDepth) {
     if (record["mode"] == "dsa") {
       ++dsa_records;
       for (const char* stage : {"indexer", "topk", "sparse_mla"}) {
-        EXPECT_TRUE(record["stages"].contains(stage)) << record.dump();
+        ASSERT_TRUE(record["stages"].contains(stage)) << record.dump();
+        EXPECT_TRUE(record["stages"][stage].contains("pct_peak_flops")) << record.dump();
+        EXPECT_TRUE(record["stages"][stage].contains("pct_bandwidth")) << record.dump();
       }
     }
   }
@@ -47,6 +49,8 @@ TEST(CliBenchAttention, TablePrintsMachineRowsAndSpeedup) {
   EXPECT_NE(r.out.find("| decode | dense_fp8 | 300 |"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("| decode | dsa | 300 |"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("decode speedup of dsa over dense_fp8: 300: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("indexer roofline (decode, per token"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  depth 300: "), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("prefill"), std::string::npos) << r.out;  // decode only by default
   EXPECT_TRUE(r.err.empty()) << r.err;  // no progress bar outside a terminal
 }

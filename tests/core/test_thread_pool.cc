@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <stdexcept>
 #include <vector>
 
@@ -34,6 +36,35 @@ TEST(ThreadPool, ManyConsecutiveJobs) {
     pool.parallel_for(64, 1, [&](int64_t begin, int64_t end) { total += end - begin; });
   }
   EXPECT_EQ(total.load(), 2000 * 64);
+}
+
+// Two chunks that each wait for the other to start can only finish if a worker runs one while
+// the caller runs the other: the worker must join, whether it was spinning (back-to-back jobs)
+// or asleep (a pause longer than the spin).
+bool both_chunks_ran_at_once(ThreadPool& pool) {
+  std::atomic<int> started{0};
+  std::atomic<bool> met{true};
+  pool.parallel_for(2, 1, [&](int64_t, int64_t) {
+    ++started;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (started.load() < 2) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        met = false;
+        return;
+      }
+      std::this_thread::yield();
+    }
+  });
+  return met.load();
+}
+
+TEST(ThreadPool, WorkersJoinWhetherSpinningOrAsleep) {
+  ThreadPool pool(2);
+  for (int job = 0; job < 20; ++job) ASSERT_TRUE(both_chunks_ran_at_once(pool)) << job;
+  for (int job = 0; job < 3; ++job) {
+    std::this_thread::sleep_for(std::chrono::microseconds(20 * ThreadPool::kSpinMicroseconds));
+    ASSERT_TRUE(both_chunks_ran_at_once(pool)) << "after a pause, job " << job;
+  }
 }
 
 TEST(ThreadPool, RethrowsTheFirstError) {

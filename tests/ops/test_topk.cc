@@ -26,15 +26,19 @@ std::vector<int32_t> run_reference(const std::vector<float>& scores, int64_t row
   return out;
 }
 
+// min_split_columns: rows with fewer rows than threads are split into column chunks of at
+// least this many (the default keeps short rows whole).
 std::vector<int32_t> run_fast(const std::vector<float>& scores, int64_t rows, int64_t k,
-                              int threads) {
+                              int threads,
+                              int64_t min_split_columns = TopkParams{}.min_split_columns) {
   ThreadPool pool(threads);
   std::vector<int32_t> out(size_t(rows * k), -7);
   topk_select({.scores = scores.data(),
                .indices = out.data(),
                .rows = rows,
                .cols = int64_t(scores.size()) / rows,
-               .k = k},
+               .k = k,
+               .min_split_columns = min_split_columns},
               pool);
   return out;
 }
@@ -65,6 +69,14 @@ void expect_all_agree(const std::vector<float>& scores, int64_t rows, int64_t k)
         << "reference, row " << r;
   }
   for (int threads : {1, 2}) EXPECT_EQ(run_fast(scores, rows, k, threads), ref) << threads;
+  // Rows split into column chunks (1 column each at the least, so even tiny rows split), with
+  // more threads than rows: 2, 3 and 5 chunks of uneven length.
+  for (int threads : {2, 3, 5}) {
+    for (int64_t min_split : {1, 2}) {
+      EXPECT_EQ(run_fast(scores, rows, k, threads * int(rows), min_split), ref)
+          << threads << " threads per row, min_split_columns " << min_split;
+    }
+  }
 }
 
 TEST(Topk, PicksTheLargestInAscendingIndexOrder) {
@@ -145,6 +157,14 @@ TEST(Topk, FastMatchesReferenceOnLargeRows) {
   for (int64_t s = 0; s < cols; ++s) scores[size_t(cols + s)] = std::round(normal(rng) * 8.0f);
   const std::vector<int32_t> ref = run_reference(scores, 2, k);
   for (int threads : {1, 2}) ASSERT_EQ(run_fast(scores, 2, k, threads), ref);
+  // Split rows, as in decode: each row alone, its columns over 2 to 4 threads.
+  for (int64_t r = 0; r < 2; ++r) {
+    const std::vector<float> row(scores.begin() + r * cols, scores.begin() + (r + 1) * cols);
+    const std::vector<int32_t> row_ref(ref.begin() + r * k, ref.begin() + (r + 1) * k);
+    for (int threads : {2, 3, 4}) {
+      ASSERT_EQ(run_fast(row, 1, k, threads), row_ref) << "row " << r << ", " << threads;
+    }
+  }
   // Selected scores are >= every unselected one.
   for (int64_t r = 0; r < 2; ++r) {
     const float* row = scores.data() + r * cols;
@@ -174,6 +194,30 @@ TEST(Topk, RejectsBadParams) {
               std::string::npos)
         << e.what();
   }
+}
+
+TEST(Topk, RejectsAZeroSplitLength) {
+  ThreadPool pool(2);
+  std::vector<float> scores(4);
+  std::vector<int32_t> out(4);
+  EXPECT_THROW(
+      {
+        try {
+          topk_select({.scores = scores.data(),
+                       .indices = out.data(),
+                       .rows = 1,
+                       .cols = 4,
+                       .k = 4,
+                       .min_split_columns = 0},
+                      pool);
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("topk: min_split_columns must be at least 1, got 0"),
+                    std::string::npos)
+              << e.what();
+          throw;
+        }
+      },
+      Error);
 }
 
 }  // namespace
