@@ -103,41 +103,52 @@ HWY_INLINE void ScoreKeys(DF df, const float* panel_q, const float* panel_w, int
   }
 }
 
-// Work items [begin, end) (indexer_scores_internal.h).
-void ScoreItems(const IndexerScoresParams& p, int64_t begin, int64_t end) {
+// The thread's query panel: q[d][h] in fp32 (heads padded to whole vectors) and weights[h].
+struct Fp32Panel {
+  indexer_internal::PanelCache cache;
+  int64_t heads_padded = 0;
+  hwy::AlignedFreeUniquePtr<float[]> q, w;
+
+  void build(const IndexerScoresParams& p, int64_t row, int64_t padded) {
+    if (heads_padded != padded) {
+      q = hwy::AllocateAligned<float>(size_t(kIndexerHeadDim * padded));
+      w = hwy::AllocateAligned<float>(size_t(padded));
+      heads_padded = padded;
+    }
+    std::fill(q.get(), q.get() + kIndexerHeadDim * padded, 0.0f);  // padding heads: q = 0
+    std::fill(w.get(), w.get() + padded, 0.0f);                    // and weight 0
+    for (int64_t h = 0; h < p.heads; ++h) {
+      const fp8_e4m3* codes = p.q_codes + (row * p.heads + h) * kIndexerHeadDim;
+      for (int d = 0; d < kIndexerHeadDim; ++d) q[d * padded + h] = fp8_to_float(codes[d]);
+      w[h] = p.head_weights[row * p.heads + h];
+    }
+  }
+};
+
+// Work items [begin, end) (indexer_scores_internal.h) of the call `call_id`.
+void ScoreItems(const IndexerScoresParams& p, int64_t begin, int64_t end, uint64_t call_id) {
   const hn::ScalableTag<float> df;
   const int64_t n = int64_t(hn::Lanes(df));
   constexpr int kKeyTile = hn::MaxLanes(df) >= 16 ? 4 : 2;  // accumulators fit the registers
   const int64_t heads_padded = (p.heads + n - 1) / n * n;
-  auto panel_q = hwy::AllocateAligned<float>(size_t(kIndexerHeadDim * heads_padded));  // [d][h]
-  auto panel_w = hwy::AllocateAligned<float>(size_t(heads_padded));                    // [h]
-  int64_t panel_row = -1;
-
+  // One per thread and SIMD target (each target has its own lane count).
+  thread_local Fp32Panel panel;
   for (int64_t item = begin; item < end; ++item) {
     const indexer_internal::ScoreItem it = indexer_internal::begin_score_item(p, item);
     if (it.valid_end == it.block_begin) continue;
     const int64_t t = it.row;
-    if (panel_row != t) {
-      std::fill(panel_q.get(), panel_q.get() + kIndexerHeadDim * heads_padded, 0.0f);
-      std::fill(panel_w.get(), panel_w.get() + heads_padded, 0.0f);
-      for (int64_t h = 0; h < p.heads; ++h) {
-        const fp8_e4m3* q = p.q_codes + (t * p.heads + h) * kIndexerHeadDim;
-        for (int d = 0; d < kIndexerHeadDim; ++d)
-          panel_q[d * heads_padded + h] = fp8_to_float(q[d]);
-        panel_w[h] = p.head_weights[t * p.heads + h];
-      }
-      panel_row = t;
-    }
-
+    if (panel.cache.rebuild(call_id, t)) panel.build(p, t, heads_padded);
+    const float* panel_q = panel.q.get();
+    const float* panel_w = panel.w.get();
     float* scores = p.scores + t * p.keys;
     int64_t s = it.block_begin;
     for (; s + kKeyTile <= it.valid_end; s += kKeyTile) {
-      ScoreKeys<kKeyTile>(df, panel_q.get(), panel_w.get(), heads_padded,
-                          p.key_codes + s * kIndexerHeadDim, p.key_scales + s, scores + s);
+      ScoreKeys<kKeyTile>(df, panel_q, panel_w, heads_padded, p.key_codes + s * kIndexerHeadDim,
+                          p.key_scales + s, scores + s);
     }
     for (; s < it.valid_end; ++s) {
-      ScoreKeys<1>(df, panel_q.get(), panel_w.get(), heads_padded,
-                   p.key_codes + s * kIndexerHeadDim, p.key_scales + s, scores + s);
+      ScoreKeys<1>(df, panel_q, panel_w, heads_padded, p.key_codes + s * kIndexerHeadDim,
+                   p.key_scales + s, scores + s);
     }
   }
 }
@@ -156,11 +167,12 @@ void indexer_scores(const IndexerScoresParams& params, ThreadPool& pool) {
   static const bool cpu_has_avx512bf16 = detect_cpu_features().avx512bf16;
   const bool use_avx512bf16 = params.allow_avx512bf16 && cpu_has_avx512bf16;
   const int64_t items = params.tokens * indexer_internal::key_blocks(params);
+  const uint64_t call_id = indexer_internal::next_scores_call();
   pool.parallel_for(items, 1, [&](int64_t begin, int64_t end) {
     if (use_avx512bf16) {
-      indexer_internal::score_items_avx512bf16(params, begin, end);
+      indexer_internal::score_items_avx512bf16(params, begin, end, call_id);
     } else {
-      HWY_DYNAMIC_DISPATCH(ScoreItems)(params, begin, end);
+      HWY_DYNAMIC_DISPATCH(ScoreItems)(params, begin, end, call_id);
     }
   });
 }

@@ -127,31 +127,49 @@ uint32_t fp8_to_bf16_bits(fp8_e4m3 code) {  // exact: the low 16 fp32 bits are z
   return std::bit_cast<uint32_t>(fp8_to_float(code)) >> 16;
 }
 
+// The thread's query panel: [64 dim pairs][heads_padded] bf16 pairs and [heads_padded] weights.
+struct Bf16Panel {
+  PanelCache cache;
+  int64_t heads_padded = 0;
+  AlignedBuffer q, w;
+
+  void build(const IndexerScoresParams& p, int64_t row, int64_t padded) {
+    if (heads_padded != padded) {
+      q = AlignedBuffer(size_t(kPairs * padded) * sizeof(uint32_t));
+      w = AlignedBuffer(size_t(padded) * sizeof(float));
+      heads_padded = padded;
+    }
+    uint32_t* panel_q = q_data();
+    float* panel_w = w_data();
+    for (int64_t h = 0; h < p.heads; ++h) {
+      const fp8_e4m3* codes = p.q_codes + (row * p.heads + h) * kIndexerHeadDim;
+      for (int j = 0; j < kPairs; ++j) {
+        panel_q[j * padded + h] =
+            fp8_to_bf16_bits(codes[2 * j]) | fp8_to_bf16_bits(codes[2 * j + 1]) << 16;
+      }
+      panel_w[h] = p.head_weights[row * p.heads + h];
+    }
+    for (int64_t h = p.heads; h < padded; ++h) {  // padding heads: q = 0 and weight 0
+      for (int j = 0; j < kPairs; ++j) panel_q[j * padded + h] = 0;
+      panel_w[h] = 0.0f;
+    }
+  }
+  uint32_t* q_data() { return reinterpret_cast<uint32_t*>(q.data()); }
+  float* w_data() { return reinterpret_cast<float*>(w.data()); }
+};
+
 }  // namespace
 
 DSA_TARGET_AVX512BF16 void score_items_avx512bf16(const IndexerScoresParams& p, int64_t begin,
-                                                  int64_t end) {
+                                                  int64_t end, uint64_t call_id) {
   const int64_t heads_padded = (p.heads + kLanes - 1) / kLanes * kLanes;
-  AlignedBuffer panel_q_buffer(size_t(kPairs * heads_padded) * sizeof(uint32_t));  // [j][h], zeroed
-  AlignedBuffer panel_w_buffer(size_t(heads_padded) * sizeof(float));              // [h], zeroed
-  auto* panel_q = reinterpret_cast<uint32_t*>(panel_q_buffer.data());
-  auto* panel_w = reinterpret_cast<float*>(panel_w_buffer.data());
-  int64_t panel_row = -1;
-
+  thread_local Bf16Panel panel;
   for (int64_t item = begin; item < end; ++item) {
     const ScoreItem it = begin_score_item(p, item);
     if (it.valid_end == it.block_begin) continue;
-    if (panel_row != it.row) {
-      for (int64_t h = 0; h < p.heads; ++h) {
-        const fp8_e4m3* q = p.q_codes + (it.row * p.heads + h) * kIndexerHeadDim;
-        for (int j = 0; j < kPairs; ++j) {
-          panel_q[j * heads_padded + h] =
-              fp8_to_bf16_bits(q[2 * j]) | fp8_to_bf16_bits(q[2 * j + 1]) << 16;
-        }
-        panel_w[h] = p.head_weights[it.row * p.heads + h];
-      }
-      panel_row = it.row;
-    }
+    if (panel.cache.rebuild(call_id, it.row)) panel.build(p, it.row, heads_padded);
+    const uint32_t* panel_q = panel.q_data();
+    const float* panel_w = panel.w_data();
     float* scores = p.scores + it.row * p.keys;
     int64_t s = it.block_begin;
     for (; s + kKeyTile <= it.valid_end; s += kKeyTile) {

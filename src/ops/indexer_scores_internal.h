@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <limits>
 
@@ -34,8 +35,32 @@ inline ScoreItem begin_score_item(const IndexerScoresParams& p, int64_t item) {
   return {t, block_begin, valid_end};
 }
 
+// Which query row's panel a thread holds. A decode row is split into several chunks per thread;
+// converting its 64 heads x 128 codes again for each chunk cost as much as scoring ~250 keys, so
+// each thread keeps its panel for the rest of the call. `call` identifies one indexer_scores
+// call (0: no panel yet), so a panel never outlives the query codes it was made from.
+struct PanelCache {
+  uint64_t call = 0;
+  int64_t row = -1;
+
+  // True (and the cache now names call/row) when the panel must be built.
+  bool rebuild(uint64_t call_id, int64_t query_row) {
+    if (call == call_id && row == query_row) return false;
+    call = call_id;
+    row = query_row;
+    return true;
+  }
+};
+
+// A fresh id for each indexer_scores call (never 0).
+inline uint64_t next_scores_call() {
+  static std::atomic<uint64_t> calls{0};
+  return ++calls;
+}
+
 // Scores work items [begin, end) with vdpbf16ps. Only call when
 // detect_cpu_features().avx512bf16 (compiled with target attributes, not global flags).
-void score_items_avx512bf16(const IndexerScoresParams& p, int64_t begin, int64_t end);
+void score_items_avx512bf16(const IndexerScoresParams& p, int64_t begin, int64_t end,
+                            uint64_t call_id);
 
 }  // namespace dsa::indexer_internal

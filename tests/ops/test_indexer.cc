@@ -149,7 +149,8 @@ template <class Body>
 void for_each_scores_path(ThreadPool& pool, Body body) {
   if (detect_cpu_features().avx512bf16) {
     body("avx512bf16 kernel", [&](const IndexerScoresParams& p) {
-      indexer_internal::score_items_avx512bf16(p, 0, p.tokens * indexer_internal::key_blocks(p));
+      indexer_internal::score_items_avx512bf16(p, 0, p.tokens * indexer_internal::key_blocks(p),
+                                               indexer_internal::next_scores_call());
     });
     body("avx512bf16 dispatched", [&](const IndexerScoresParams& p) { indexer_scores(p, pool); });
   } else {
@@ -211,6 +212,30 @@ TEST(IndexerScores, FastMatchesReference) {
         }
       });
     }
+  }
+}
+
+// Each thread keeps the query panel it converted for the rest of one call. A later call must
+// convert again even when its query codes sit in the same buffer (decode reuses its buffers) and
+// it scores the same row.
+TEST(IndexerScores, EachCallConvertsItsOwnQuery) {
+  ScoresCase c(1, 64, 777, 776, 40);
+  const std::vector<fp8_e4m3> second_query = random_codes(c.q.size(), 41);
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    for_each_scores_path(pool, [&](const char* path, auto run) {
+      for (int call = 0; call < 2; ++call) {
+        if (call == 1) std::copy(second_query.begin(), second_query.end(), c.q.begin());
+        std::vector<float> ref(size_t(c.keys)), fast(size_t(c.keys), 123.0f);
+        indexer_scores_reference(c.params(ref.data()));
+        run(c.params(fast.data()));
+        for (int64_t s = 0; s < c.keys; ++s) {
+          ASSERT_NEAR(fast[size_t(s)], ref[size_t(s)], 2 * exact_score(c, 0, s).error_bound)
+              << "key " << s << ", call " << call << ", path " << path << ", threads " << threads;
+        }
+      }
+      c.q = random_codes(c.q.size(), 40);  // the first query again for the next path
+    });
   }
 }
 
