@@ -9,7 +9,7 @@
 
 #include "core/float_formats.h"
 #include "core/fp8_quant.h"
-#include "ops/gemm.h"
+#include "ops/gemm/gemm.h"
 
 namespace dsa {
 namespace {

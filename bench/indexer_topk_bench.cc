@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "core/thread_pool.h"
-#include "ops/indexer.h"
-#include "ops/topk.h"
+#include "ops/indexer/indexer.h"
+#include "ops/topk/topk.h"
 
 namespace dsa {
 namespace {

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "core/float_formats.h"
-#include "ops/mla.h"
+#include "ops/attention/mla.h"
 
 namespace dsa {
 namespace {

@@ -6,11 +6,11 @@
 
 #include "core/error.h"
 #include "model/forward_internal.h"
-#include "ops/indexer.h"
-#include "ops/mla.h"
-#include "ops/mla_absorb.h"
-#include "ops/norms.h"
-#include "ops/topk.h"
+#include "ops/indexer/indexer.h"
+#include "ops/attention/mla.h"
+#include "ops/attention/mla_absorb.h"
+#include "ops/norms/norms.h"
+#include "ops/topk/topk.h"
 
 namespace dsa::forward_internal {
 namespace {

@@ -1,7 +1,7 @@
 // The FFN half of a decoder layer: REF's MLP for the first first_k_dense_replace layers, the MoE
 // (sigmoid gate, routed SwiGLU experts, shared expert) after them (dsa-reference.md §6.2-§6.4).
 #include "model/forward_internal.h"
-#include "ops/moe.h"
+#include "ops/moe/moe.h"
 
 namespace dsa::forward_internal {
 namespace {

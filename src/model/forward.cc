@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "model/forward_internal.h"
-#include "ops/norms.h"
+#include "ops/norms/norms.h"
 
 namespace dsa {
 namespace forward_internal {

@@ -28,7 +28,7 @@
 #include "core/thread_pool.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
-#include "ops/rope.h"
+#include "ops/rope/rope.h"
 
 namespace dsa {
 

@@ -10,7 +10,7 @@
 #include "core/aligned_buffer.h"
 #include "core/float_formats.h"
 #include "model/config.h"
-#include "ops/latent_cache.h"
+#include "ops/attention/latent_cache.h"
 
 namespace dsa {
 

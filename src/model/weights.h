@@ -22,8 +22,8 @@
 #include "core/safetensors.h"
 #include "core/thread_pool.h"
 #include "model/config.h"
-#include "ops/gemm.h"
-#include "ops/moe.h"
+#include "ops/gemm/gemm.h"
+#include "ops/moe/moe.h"
 
 namespace dsa {
 

@@ -6,11 +6,11 @@
 
 #include "core/error.h"
 #include "core/float_formats.h"
-#include "ops/indexer.h"
-#include "ops/latent_cache.h"
-#include "ops/mla.h"
-#include "ops/rope.h"
-#include "ops/topk.h"
+#include "ops/indexer/indexer.h"
+#include "ops/attention/latent_cache.h"
+#include "ops/attention/mla.h"
+#include "ops/rope/rope.h"
+#include "ops/topk/topk.h"
 
 namespace dsa {
 namespace {

@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 #include "core/float_formats.h"
-#include "ops/latent_cache.h"
+#include "ops/attention/latent_cache.h"
 
 namespace dsa {
 namespace {

@@ -16,7 +16,7 @@
 #include "core/error.h"
 #include "core/float_formats.h"
 #include "core/fp8_quant.h"
-#include "ops/gemm.h"
+#include "ops/gemm/gemm.h"
 #include "simd_targets.h"
 
 namespace dsa {

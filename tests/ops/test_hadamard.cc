@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "ops/hadamard.h"
+#include "ops/indexer/hadamard.h"
 #include "simd_targets.h"
 
 namespace dsa {

@@ -10,8 +10,8 @@
 
 #include "core/cpu_features.h"
 #include "core/error.h"
-#include "ops/indexer.h"
-#include "ops/indexer_scores_internal.h"
+#include "ops/indexer/indexer.h"
+#include "ops/indexer/indexer_scores_internal.h"
 #include "simd_targets.h"
 
 namespace dsa {

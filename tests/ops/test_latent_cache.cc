@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "core/float_formats.h"
 #include "core/fp8_quant.h"
-#include "ops/latent_cache.h"
+#include "ops/attention/latent_cache.h"
 
 namespace dsa {
 namespace {

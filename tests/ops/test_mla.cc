@@ -26,8 +26,8 @@
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/float_formats.h"
-#include "ops/mla.h"
-#include "ops/mla_scores_avx512bf16.h"
+#include "ops/attention/mla.h"
+#include "ops/attention/mla_scores_avx512bf16.h"
 #include "simd_targets.h"
 
 namespace dsa {

@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 #include "core/float_formats.h"
-#include "ops/mla_absorb.h"
+#include "ops/attention/mla_absorb.h"
 #include "simd_targets.h"
 
 namespace dsa {

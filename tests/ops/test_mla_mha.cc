@@ -19,7 +19,7 @@
 
 #include "core/error.h"
 #include "core/float_formats.h"
-#include "ops/mla.h"
+#include "ops/attention/mla.h"
 #include "simd_targets.h"
 
 namespace dsa {

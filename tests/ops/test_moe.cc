@@ -10,7 +10,7 @@
 #include "core/error.h"
 #include "core/float_formats.h"
 #include "core/fp8_quant.h"
-#include "ops/moe.h"
+#include "ops/moe/moe.h"
 
 namespace dsa {
 namespace {

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "ops/norms.h"
+#include "ops/norms/norms.h"
 #include "simd_targets.h"
 
 namespace dsa {

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "ops/rope.h"
+#include "ops/rope/rope.h"
 #include "simd_targets.h"
 
 namespace dsa {

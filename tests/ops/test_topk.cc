@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "ops/topk.h"
+#include "ops/topk/topk.h"
 
 namespace dsa {
 namespace {

@@ -10,7 +10,7 @@
 #include "core/error.h"
 #include "core/float_formats.h"
 #include "model/forward.h"
-#include "ops/latent_cache.h"
+#include "ops/attention/latent_cache.h"
 #include "perf/model_bench.h"
 #include "support/model_fixture.h"
 #include "support/test_util.h"
