@@ -32,6 +32,9 @@ int main(int argc, char** argv) {
   dsa::cli::register_chat(app);
   dsa::cli::register_perplexity(app);
   dsa::cli::register_demo(app);
+  dsa::cli::register_data(app);
+  dsa::cli::register_grad(app);
+  dsa::cli::register_train(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

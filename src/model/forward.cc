@@ -48,8 +48,6 @@ void rms_norm_rows(float* x, int64_t rows, const std::vector<float>& weight, Thr
 
 using forward_internal::Step;
 
-namespace {
-
 YarnRopeConfig rope_config(const ModelConfig& c) {
   YarnRopeConfig r;
   r.rope_dim = int(c.qk_rope_head_dim);
@@ -80,6 +78,8 @@ float attention_softmax_scale(const ModelConfig& c) {
   }
   return float(scale);
 }
+
+namespace {
 
 void check_tokens(const ModelConfig& c, std::span<const int32_t> tokens, const KvCache& cache,
                   AttentionMode mode) {

@@ -61,6 +61,11 @@ struct ForwardOptions {
   IntermediateSink dump;    // empty: nothing is dumped (and nothing extra computed)
 };
 
+// The RoPE table settings (YaRN when rope_scaling is set) and MLA's softmax scale of a config; the
+// training graph uses the same ones.
+YarnRopeConfig rope_config(const ModelConfig& config);
+float attention_softmax_scale(const ModelConfig& config);
+
 class Model {
  public:
   // Loads config.json and the checkpoint in `dir` (see weights.h for the checks).
