@@ -6,7 +6,11 @@
 //   dsa bench attention   one layer's attention per token (decode and prefill) at several cache
 //                         depths for dense MLA and DSA (src/perf/attention_bench.h), with the
 //                         machine's measured peaks
+//   dsa bench train       optimizer steps (forward, backward, AdamW) on a random batch: step time,
+//                         tokens/s and GFLOP/s against the fp32 FMA peak (src/perf/train_bench.h),
+//                         with --torch the PyTorch eager baseline on the same model in the same run
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <charconv>
@@ -27,6 +31,9 @@
 #include "perf/machine_peaks.h"
 #include "perf/model_bench.h"
 #include "perf/svg_plot.h"
+#include "perf/train_bench.h"
+#include "train/adamw.h"
+#include "train/optimizer_step.h"
 
 namespace dsa::cli {
 namespace {
@@ -393,6 +400,190 @@ void run_bench_model(const BenchModelOptions& o) {
   }
 }
 
+// ---- dsa bench train ----------------------------------------------------------------------------
+
+struct BenchTrainOptions {
+  std::string init;
+  std::string stage = "dense";
+  std::string seq = "512", batch = "4", runs = "5", warmup = "1", rounds = "1", threads;
+  std::string seed = "1";
+  std::string peak;  // GFLOP/s; empty: measured
+  std::string source, python = "/usr/bin/python3";
+  bool torch = false;
+  bool json = false;
+  bool no_breakdown = false;
+};
+
+// Removes a folder when it goes out of scope (the PyTorch baseline's inputs).
+struct TempFolder {
+  std::filesystem::path path;
+  ~TempFolder() {
+    std::error_code ignored;
+    if (!path.empty()) std::filesystem::remove_all(path, ignored);
+  }
+};
+
+void append(std::vector<double>& to, const std::vector<double>& from) {
+  to.insert(to.end(), from.begin(), from.end());
+}
+
+void run_bench_train(const BenchTrainOptions& o) {
+  TrainBenchConfig config;
+  config.graph = train_bench_stage(o.stage);
+  config.seq = parse_int_flag(o.seq, "--seq", 2);
+  config.batch = parse_int_flag(o.batch, "--batch", 1);
+  config.runs = int(std::min<int64_t>(parse_int_flag(o.runs, "--runs", 1), 1000));
+  config.warmup = int(std::min<int64_t>(parse_int_flag(o.warmup, "--warmup", 0), 1000));
+  config.seed = uint64_t(parse_int_flag(o.seed, "--seed", 0));
+  config.breakdown = !o.no_breakdown;
+  const int rounds = int(std::min<int64_t>(parse_int_flag(o.rounds, "--rounds", 1), 100));
+  const int threads = parse_threads(o.threads);
+  const std::optional<std::filesystem::path> tree = find_source_tree(o.source);
+  if (o.torch && !tree) {
+    fail(
+        "--torch: cannot find scripts/bench_train_torch.py above this executable; give the "
+        "source tree with --source");
+  }
+
+  ThreadPool pool(threads);
+  ParameterBuffer params = [&] {
+    try {
+      return train_bench_parameters(o.init, config.seed, pool);
+    } catch (const Error& e) {
+      fail("bench train: cannot use --init {}: {}", o.init, e.what());
+    }
+  }();
+  const ModelConfig& model = params.layout().config();
+  validate(config, model);
+
+  // The baseline's inputs are written before the engine's steps change the weights, so both
+  // start from the same model and see the same batch.
+  TempFolder torch_dir;
+  TorchBaselineConfig torch;
+  if (o.torch) {
+    torch_dir.path = std::filesystem::temp_directory_path() /
+                     fmt::format("dsa-bench-train-{}", uint64_t(::getpid()));
+    write_bench_model(params, torch_dir.path / "model");
+    write_bench_tokens(train_bench_tokens(model, config.batch, config.seq, config.seed),
+                       config.batch, config.seq, torch_dir.path / "tokens.json");
+    torch = {.python = o.python,
+             .script = *tree / "scripts" / "bench_train_torch.py",
+             .model_dir = torch_dir.path / "model",
+             .tokens_file = torch_dir.path / "tokens.json",
+             .stage = o.stage,
+             .batch = config.batch,
+             .seq = config.seq,
+             .threads = threads,
+             .warmup = config.warmup,
+             .runs = config.runs};
+  }
+
+  // The optimizer step of `dsa train --stage`: constant learning rate, clipping at 1, the
+  // router-bias update; AdamW over every parameter (the indexers only in the warm-up stage).
+  ParameterBuffer grads(params.shared_layout());
+  const bool indexer_only = !config.graph.lm_loss;
+  train::AdamW optimizer(params.shared_layout(), train::AdamWConfig{}, [&](const TrainTensor& t) {
+    return indexer_only ? t.spec.module == Module::kIndexer : true;
+  });
+  const train::StepSettings settings{.graph = config.graph,
+                                     .schedule = {.lr = 3e-4, .min_lr = 3e-4, .steps = 1},
+                                     .clip = 1.0,
+                                     .bias_update_rate = 1e-3};
+  int64_t steps_taken = 0;
+  const OptimizerStepFn step = [&](const TrainBatch& batch, int64_t) {
+    const train::StepStats s = train::run_optimizer_step(params, grads, optimizer,
+                                                         std::span(&batch, 1), settings, 0, pool);
+    ++steps_taken;
+    return config.graph.lm_loss ? s.loss : s.indexer_loss;
+  };
+
+  MachinePeaks peaks;
+  if (o.peak.empty()) {
+    peaks = measure_machine_peaks(pool);
+  } else {
+    peaks.fp32_flops_per_second = 1e9 * double(parse_int_flag(o.peak, "--peak-gflops", 1));
+  }
+  // Rounds alternate the engines (dsa, then torch), so slow phases of a shared machine hit both.
+  TrainBenchReport report;
+  for (int round = 0; round < rounds; ++round) {
+    TrainBenchConfig c = config;
+    c.breakdown = config.breakdown && round == 0;
+    const TrainBenchResult r = run_train_bench(params, c, step, pool);
+    if (round == 0) {
+      report.dsa = r;
+    } else {
+      append(report.dsa.step_seconds, r.step_seconds);
+      append(report.dsa.step_cpu_seconds, r.step_cpu_seconds);
+    }
+    if (o.torch) {
+      const TorchBaselineResult t = run_torch_baseline(torch);
+      if (round == 0) {
+        report.torch = t;
+      } else {
+        append(report.torch->step_seconds, t.step_seconds);
+      }
+    }
+  }
+  report.model = o.init;
+  report.architecture = std::string(architecture_name(model.architecture));
+  report.params = count_parameters(model).main_model;
+  report.stage = o.stage;
+  report.threads = pool.size();
+  report.cpu = cpu_model_name();
+  report.simd_target = simd_target_name();
+  report.version = std::string(kVersion);
+  report.commit = tree ? source_commit(*tree) : "unknown";
+  report.load_average = load_average_1m();
+  report.peaks = peaks;
+  report.peak_given = !o.peak.empty();
+  report.rounds = rounds;
+  if (o.json) {
+    fmt::print("{}\n", train_report_json(report).dump(2));
+  } else {
+    fmt::print("{}", format_train_report(report));
+  }
+}
+
+CLI::App* add_bench_train(CLI::App* bench, const std::shared_ptr<BenchModelOptions>& model) {
+  auto o = std::make_shared<BenchTrainOptions>();
+  auto* cmd = bench->add_subcommand(
+      "train", "Training speed: optimizer steps on a random batch, tokens/s and GFLOP/s");
+  cmd->add_option("--init", o->init,
+                  "A preset (dsa init-model --list-presets), a config.json (random weights) or a "
+                  "model folder")
+      ->required();
+  cmd->add_option("--stage", o->stage, "dense (default), warmup or sparse, as `dsa train`");
+  cmd->add_option("--seq", o->seq, "Tokens per sequence (default 512)");
+  cmd->add_option("--batch", o->batch, "Sequences per step (default 4)");
+  cmd->add_option("--runs", o->runs, "Timed steps per round after the warm-up (default 5)");
+  cmd->add_option("--warmup", o->warmup, "Untimed steps per round first (default 1)");
+  cmd->add_option("--rounds", o->rounds,
+                  "Rounds of dsa then torch, their timed steps pooled (default 1)");
+  cmd->add_option("--seed", o->seed, "Seed of the random weights and the batch (default 1)");
+  cmd->add_option("-t,--threads", o->threads, "Threads (default: all hardware threads)");
+  cmd->add_flag("--torch", o->torch,
+                "Also run the PyTorch eager baseline (scripts/bench_train_torch.py) on the same "
+                "weights, batch and threads, and print the ratio");
+  cmd->add_option("--source", o->source,
+                  "Source tree holding scripts/bench_train_torch.py (default: found above the "
+                  "dsa executable)");
+  cmd->add_option("--python", o->python,
+                  "Python with torch for --torch (default /usr/bin/python3)");
+  cmd->add_option("--peak-gflops", o->peak,
+                  "The fp32 FMA peak to report against, in GFLOP/s (default: measured, which "
+                  "takes a few seconds)");
+  cmd->add_flag("--no-breakdown", o->no_breakdown,
+                "Skip the forward / backward / matrix-product breakdown");
+  cmd->add_flag("--json", o->json, "Print one JSON object instead of the report");
+  cmd->callback([o, model] {
+    if (!model->model_dir.empty()) {
+      fail("bench: -m is for the model benchmark; `bench train` takes --init");
+    }
+    run_bench_train(*o);
+  });
+  return cmd;
+}
+
 void add_bench_model_options(CLI::App* bench, const std::shared_ptr<BenchModelOptions>& o) {
   bench->add_option("-m,--model", o->model_dir, "Model folder: runs the whole-model benchmark");
   bench->add_option("-d,--n-depth", o->depths,
@@ -437,8 +628,9 @@ void register_bench(CLI::App& app) {
     }
     run_bench_attention(*options);
   });
-  bench->callback([bench, cmd, model_options] {
-    if (bench->got_subcommand(cmd)) return;
+  CLI::App* train_cmd = add_bench_train(bench, model_options);
+  bench->callback([bench, cmd, train_cmd, model_options] {
+    if (bench->got_subcommand(cmd) || bench->got_subcommand(train_cmd)) return;
     if (model_options->model_dir.empty()) {
       fail("bench: give -m DIR for the model benchmark, or a subcommand (attention)");
     }

@@ -4,10 +4,12 @@
 //             [--steps N] [--batch B] [--seq L] [--grad-accum A] [--lr LR] [--min-lr LR]
 //             [--warmup W] [--weight-decay WD] [--clip C] [--seed S] [-t N] [--save-every N]
 //             [--resume] [--log FILE.jsonl] [--plot FILE.svg]
+#include <filesystem>
 #include <memory>
 #include <string>
 
 #include "commands.h"
+#include "core/error.h"
 #include "train/trainer.h"
 
 namespace dsa::cli {
@@ -69,7 +71,13 @@ void register_train(CLI::App& app) {
     options.log = args->log;
     options.plot = args->plot;
     if (!args->tokenizer.empty()) options.tokenizer = args->tokenizer;
-    train::run_training(options);
+    try {
+      train::run_training(options);
+    } catch (const std::filesystem::filesystem_error& e) {
+      // A folder that cannot be created, a log that cannot be truncated: the environment's
+      // doing, not the engine's, so a user error (exit 1) rather than an internal one.
+      throw Error(e.what());
+    }
   });
 }
 

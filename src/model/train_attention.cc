@@ -15,6 +15,14 @@
 namespace dsa::train_internal {
 namespace {
 
+// f(n) for every token row n < N on the pool: copies and sums that touch row n only.
+template <class F>
+void for_rows(const Context& c, int64_t N, const F& f) {
+  c.pool.parallel_for(N, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) f(n);
+  });
+}
+
 struct Dims {
   int64_t N, T, H, nope, rope, qk, v, latent, q_lora;
 };
@@ -218,10 +226,10 @@ void attention_forward(const Context& c, int64_t layer, const float* a, float* o
   linear(c, a, N, c.param(p + "kv_a_proj_with_mqa.weight"), kv_row, D, kv.data());
   s.c_pre.resize(size_t(N * d.latent));
   Buffer k_pe(size_t(N * d.rope));
-  for (int64_t n = 0; n < N; ++n) {
+  for_rows(c, N, [&](int64_t n) {
     std::copy_n(kv.data() + n * kv_row, d.latent, s.c_pre.data() + n * d.latent);
     std::copy_n(kv.data() + n * kv_row + d.latent, d.rope, k_pe.data() + n * d.rope);
-  }
+  });
   s.rstd_kv.resize(static_cast<size_t>(N));
   s.c.resize(size_t(N * d.latent));
   rms_norm(c, s.c_pre.data(), N, d.latent, c.param(p + "kv_a_layernorm.weight"), s.c.data(),
@@ -232,7 +240,7 @@ void attention_forward(const Context& c, int64_t layer, const float* a, float* o
   linear(c, s.c.data(), N, c.param(p + "kv_b_proj.weight"), d.H * per_head, d.latent, kvb.data());
   s.k.resize(size_t(N * d.H * d.qk));
   s.v.resize(size_t(N * d.H * d.v));
-  for (int64_t n = 0; n < N; ++n) {
+  for_rows(c, N, [&](int64_t n) {
     for (int64_t h = 0; h < d.H; ++h) {
       const float* src = kvb.data() + (n * d.H + h) * per_head;
       float* k = s.k.data() + (n * d.H + h) * d.qk;
@@ -240,7 +248,7 @@ void attention_forward(const Context& c, int64_t layer, const float* a, float* o
       std::copy_n(k_pe.data() + n * d.rope, d.rope, k + d.nope);
       std::copy_n(src + d.nope, d.v, s.v.data() + (n * d.H + h) * d.v);
     }
-  }
+  });
 
   const bool has_indexer = c.config.has_indexer();
   const bool sparse = c.options.attention == AttentionMode::kSparse;
@@ -291,16 +299,16 @@ void attention_backward(const Context& c, int64_t layer, const float* a, const f
   const int64_t per_head = d.nope + d.v, kv_row = d.latent + d.rope;
   Buffer dkvb(size_t(N * d.H * per_head));
   Buffer dkv(size_t(N * kv_row), 0.0f);
-  for (int64_t n = 0; n < N; ++n) {
+  for_rows(c, N, [&](int64_t n) {
     float* dpe = dkv.data() + n * kv_row + d.latent;
-    for (int64_t h = 0; h < d.H; ++h) {
+    for (int64_t h = 0; h < d.H; ++h) {  // heads in order: a fixed sum
       const float* dkr = dk.data() + (n * d.H + h) * d.qk;
       float* dst = dkvb.data() + (n * d.H + h) * per_head;
       std::copy_n(dkr, d.nope, dst);
       std::copy_n(dv.data() + (n * d.H + h) * d.v, d.v, dst + d.nope);
       for (int64_t i = 0; i < d.rope; ++i) dpe[i] += dkr[d.nope + i];
     }
-  }
+  });
   Buffer dc(size_t(N * d.latent), 0.0f);
   linear_back(c, s.c.data(), N, c.param(p + "kv_b_proj.weight"), d.H * per_head, d.latent,
               dkvb.data(), dc.data(), c.grad(p + "kv_b_proj.weight"));
@@ -308,14 +316,14 @@ void attention_backward(const Context& c, int64_t layer, const float* a, const f
   rms_norm_back(c, s.c_pre.data(), N, d.latent, c.param(p + "kv_a_layernorm.weight"),
                 s.rstd_kv.data(), dc.data(), dc_pre.data(), c.grad(p + "kv_a_layernorm.weight"));
   Buffer dk_pe(size_t(N * d.rope));
-  for (int64_t n = 0; n < N; ++n) {
+  for_rows(c, N, [&](int64_t n) {
     std::copy_n(dkv.data() + n * kv_row + d.latent, d.rope, dk_pe.data() + n * d.rope);
-  }
+  });
   rope(c, dk_pe.data(), 1, d.rope, 0, RopeLayout::kInterleaved, true);
-  for (int64_t n = 0; n < N; ++n) {
+  for_rows(c, N, [&](int64_t n) {
     std::copy_n(dc_pre.data() + n * d.latent, d.latent, dkv.data() + n * kv_row);
     std::copy_n(dk_pe.data() + n * d.rope, d.rope, dkv.data() + n * kv_row + d.latent);
-  }
+  });
   linear_back(c, a, N, c.param(p + "kv_a_proj_with_mqa.weight"), kv_row, D, dkv.data(), da,
               c.grad(p + "kv_a_proj_with_mqa.weight"));
 

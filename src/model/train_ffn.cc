@@ -57,6 +57,14 @@ void mlp_backward(const Context& c, const std::string& p, int64_t inter, const f
               c.grad(p + "up_proj.weight"));
 }
 
+// f(r) for r < n on the pool: work on row r only.
+template <class F>
+void for_rows(const Context& c, int64_t n, const F& f) {
+  c.pool.parallel_for(n, 32, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) f(r);
+  });
+}
+
 // An expert's batch is padded with zero rows to a multiple of 16 (at least 16). OpenBLAS picks
 // its kernels by the matrix sizes (small-matrix paths below about 16 rows), so without padding
 // the rounding of one token's expert output, and of the expert's weight gradient, would depend
@@ -108,25 +116,28 @@ void ffn_forward(const Context& c, int64_t layer, const float* f, float* out, Ff
     if (n == 0) continue;
     const int64_t rows = padded_rows(n);
     e.x.assign(size_t(rows * D), 0.0f);
-    for (int64_t r = 0; r < n; ++r) {
+    for_rows(c, n, [&](int64_t r) {
       std::copy_n(f + int64_t(e.rows[static_cast<size_t>(r)]) * D, D, e.x.data() + r * D);
-    }
+    });
     e.y.resize(size_t(rows * D));
     mlp_forward(c, p + "experts." + std::to_string(id) + ".", m.moe_intermediate_size, e.x.data(),
                 rows, e.gate, e.up, e.h, e.y.data());
-    for (int64_t r = 0; r < n; ++r) {
+    // An expert's rows are distinct tokens; experts add in id order.
+    for_rows(c, n, [&](int64_t r) {
       const int64_t row = e.rows[static_cast<size_t>(r)];
       const float g = s.expert_weights[size_t(row * k + e.slots[static_cast<size_t>(r)])];
       float* dst = out + row * D;
       const float* src = e.y.data() + r * D;
       for (int64_t i = 0; i < D; ++i) dst[i] += g * src[i];
-    }
+    });
   }
   if (m.n_shared_experts > 0) {
     Buffer shared(size_t(N * D));
     mlp_forward(c, p + "shared_experts.", m.shared_intermediate_size(), f, N, s.gate, s.up, s.h,
                 shared.data());
-    for (int64_t i = 0; i < N * D; ++i) out[i] += shared[static_cast<size_t>(i)];
+    c.pool.parallel_for(N * D, 16384, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) out[i] += shared[static_cast<size_t>(i)];
+    });
   }
   if (c.options.balance_alpha > 0.0f) {
     for (int64_t b = 0; b < c.sequences; ++b) {
@@ -165,7 +176,7 @@ void ffn_backward(const Context& c, int64_t layer, const float* f, const float* 
     if (n == 0) continue;
     const int64_t rows = padded_rows(n);
     Buffer dy(size_t(rows * D), 0.0f), dx(size_t(rows * D), 0.0f);
-    for (int64_t r = 0; r < n; ++r) {
+    for_rows(c, n, [&](int64_t r) {
       const int64_t row = e.rows[static_cast<size_t>(r)],
                     slot = row * k + e.slots[static_cast<size_t>(r)];
       const float g = s.expert_weights[static_cast<size_t>(slot)];
@@ -177,14 +188,14 @@ void ffn_backward(const Context& c, int64_t layer, const float* f, const float* 
         dg += double(d[i]) * double(y[i]);
       }
       dweights[static_cast<size_t>(slot)] = float(dg);
-    }
+    });
     mlp_backward(c, p + "experts." + std::to_string(id) + ".", m.moe_intermediate_size, e.x.data(),
                  rows, e.gate, e.up, e.h, dy.data(), dx.data());
-    for (int64_t r = 0; r < n; ++r) {
+    for_rows(c, n, [&](int64_t r) {
       float* dst = df + int64_t(e.rows[static_cast<size_t>(r)]) * D;
       const float* src = dx.data() + r * D;
       for (int64_t i = 0; i < D; ++i) dst[i] += src[i];
-    }
+    });
   }
   Buffer dlogits(size_t(N * E), 0.0f);
   moe_gate_backward(MoeGateTrain<float>{.logits = s.logits.data(),

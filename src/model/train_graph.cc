@@ -125,6 +125,14 @@ void check_batch(const ModelConfig& config, const TrainBatch& batch,
   }
 }
 
+// Rows of logits the LM head holds at once: each chunk reads and writes all of the head's
+// weight gradient [V, D], so larger chunks make fewer passes over it (at V = 129280, D = 512 the
+// 64-row default swept 17 GB per 2048 tokens); about 32 M floats (128 MiB) of logits at most.
+// perf/train_bench.cc's GEMM breakdown uses the same rule.
+int64_t lm_head_chunk_rows(int64_t vocab) {
+  return std::clamp<int64_t>((int64_t(32) << 20) / vocab / 16 * 16, 64, 1024);
+}
+
 std::vector<int32_t> next_token_targets(const TrainBatch& batch) {
   if (!batch.targets.empty()) return {batch.targets.begin(), batch.targets.end()};
   const int64_t T = batch.seq_len;
@@ -133,6 +141,13 @@ std::vector<int32_t> next_token_targets(const TrainBatch& batch) {
     for (int64_t t = 0; t + 1 < T; ++t) targets[b * T + t] = batch.tokens[b * T + t + 1];
   }
   return targets;
+}
+
+// a[i] += b[i] for i < n, on the pool.
+void add_to(ThreadPool& pool, float* a, const float* b, int64_t n) {
+  pool.parallel_for(n, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) a[i] += b[i];
+  });
 }
 
 struct LayerSaved {
@@ -187,14 +202,14 @@ TrainStepResult train_step(const ParameterBuffer& params, const TrainBatch& batc
     rms_norm(c, h.data(), N, D, c.param(p + "input_layernorm.weight"), s.a.data(),
              s.rstd_attn.data());
     attention_forward(c, l, s.a.data(), branch.data(), s.attention, result);
-    for (int64_t i = 0; i < N * D; ++i) h[i] += branch[i];
+    add_to(pool, h.data(), branch.data(), N * D);
     s.h_mid = h;
     s.rstd_ffn.resize(static_cast<size_t>(N));
     s.f.resize(size_t(N * D));
     rms_norm(c, h.data(), N, D, c.param(p + "post_attention_layernorm.weight"), s.f.data(),
              s.rstd_ffn.data());
     ffn_forward(c, l, s.f.data(), branch.data(), s.ffn, result);
-    for (int64_t i = 0; i < N * D; ++i) h[i] += branch[i];
+    add_to(pool, h.data(), branch.data(), N * D);
     if (options.record_topk) result.topk[static_cast<size_t>(l)] = s.attention.indices;
   }
   Buffer rstd_final(static_cast<size_t>(N)), normed(size_t(N * D));
@@ -220,7 +235,8 @@ TrainStepResult train_step(const ParameterBuffer& params, const TrainBatch& batc
                                  .dweight = main_backward ? c.grad("lm_head.weight") : nullptr,
                                  .tokens = N,
                                  .dim = D,
-                                 .vocab = V};
+                                 .vocab = V,
+                                 .chunk_rows = lm_head_chunk_rows(V)};
     float loss_sum = 0.0f;
     ce.loss_sum = &loss_sum;
     lm_head_cross_entropy(ce, pool);
@@ -245,12 +261,12 @@ TrainStepResult train_step(const ParameterBuffer& params, const TrainBatch& batc
     rms_norm_back(c, s.h_mid.data(), N, D, c.param(p + "post_attention_layernorm.weight"),
                   s.rstd_ffn.data(), dbranch.data(), dtmp.data(),
                   c.grad(p + "post_attention_layernorm.weight"));
-    for (int64_t i = 0; i < N * D; ++i) dh[i] += dtmp[i];
+    add_to(pool, dh.data(), dtmp.data(), N * D);
     std::fill(dbranch.begin(), dbranch.end(), 0.0f);
     attention_backward(c, l, s.a.data(), dh.data(), s.attention, dbranch.data());
     rms_norm_back(c, s.h_in.data(), N, D, c.param(p + "input_layernorm.weight"), s.rstd_attn.data(),
                   dbranch.data(), dtmp.data(), c.grad(p + "input_layernorm.weight"));
-    for (int64_t i = 0; i < N * D; ++i) dh[i] += dtmp[i];
+    add_to(pool, dh.data(), dtmp.data(), N * D);
     saved[static_cast<size_t>(l)] =
         LayerSaved{};  // free what the rest of the backward no longer reads
   }

@@ -66,47 +66,72 @@ void read_buffer(const SafetensorsFile& file, const std::string& prefix, Paramet
   }
 }
 
+// Temporary files of an atomic write that a killed run left behind (".<name>.tmp.<pid>.<n>").
+// Only the trainer writes into its output folder, so every such file is stale.
+void remove_stale_temporaries(const fs::path& folder) {
+  std::error_code ignored;
+  for (const fs::directory_entry& entry : fs::directory_iterator(folder, ignored)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() > 1 && name[0] == '.' && name.find(".tmp.") != std::string::npos) {
+      fs::remove(entry.path(), ignored);
+    }
+  }
+}
+
+nlohmann::json read_state_json(const fs::path& dir) {
+  const fs::path path = dir / "trainer" / "state.json";
+  try {
+    return nlohmann::json::parse(read_file(path));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON ({})", path.string(), e.what());
+  }
+}
+
 }  // namespace
 
 void save_checkpoint(const fs::path& dir, const ParameterBuffer& params, const AdamW& optimizer,
                      TrainerState state, const std::optional<fs::path>& tokenizer) {
   fs::create_directories(dir / "trainer");
-  const ModelConfig& config = params.layout().config();
+  remove_stale_temporaries(dir);
+  remove_stale_temporaries(dir / "trainer");
+  const std::optional<TrainerState> previous =
+      has_checkpoint(dir) ? std::optional(read_checkpoint_state(dir)) : std::nullopt;
+  const std::string kept = previous ? fmt::format("{} still holds the checkpoint of step {}",
+                                                  dir.string(), previous->step)
+                                    : fmt::format("{} holds no checkpoint yet", dir.string());
 
-  // The model folder, for inference: bf16 weights, the config and the tokenizer.
-  write_file_atomically(dir / "config.json", model_config_to_json(config).dump(2) + "\n");
-  {
-    SafetensorsWriter writer;
-    add_parameter_tensors(params, DType::BF16, writer);
-    writer.set_metadata("format", "pt");
-    writer.set_metadata("step", std::to_string(state.step));
-    writer.write_checkpoint(dir, kNoSharding);
-  }
-  if (tokenizer && fs::absolute(*tokenizer) != fs::absolute(dir / "tokenizer.json")) {
-    write_file_atomically(dir / "tokenizer.json", read_file(*tokenizer));
-  }
-
-  // The optimizer file, then the state that names it.
+  // 1. The optimizer file, under a new name (it has the step), and 2. the state that names it:
+  // the commit point. Until it lands nothing the previous checkpoint uses has changed, and the
+  // optimizer file, the largest, is where a full disk fails.
   state.optimizer_file = fmt::format("optimizer-{:08d}.safetensors", state.step);
-  {
+  const fs::path optimizer_path = dir / "trainer" / state.optimizer_file;
+  try {
     SafetensorsWriter writer;
     add_buffer(params, "param.", writer);
     add_buffer(optimizer.first_moment(), "exp_avg.", writer);
     add_buffer(optimizer.second_moment(), "exp_avg_sq.", writer);
     writer.set_metadata("step", std::to_string(state.step));
     writer.set_metadata("optimizer_steps", std::to_string(optimizer.steps_taken()));
-    writer.write(dir / "trainer" / state.optimizer_file);
+    writer.write(optimizer_path);
+    const nlohmann::json json = {{"step", state.step},
+                                 {"data_position", state.data_position},
+                                 {"log_bytes", state.log_bytes},
+                                 {"tokens_seen", state.tokens_seen},
+                                 {"elapsed_s", state.elapsed_s},
+                                 {"optimizer_file", state.optimizer_file},
+                                 {"optimizer_steps", optimizer.steps_taken()},
+                                 {"settings", state.settings}};
+    write_file_atomically(dir / "trainer" / "state.json", json.dump(2) + "\n");
+  } catch (const Error& e) {
+    // A new optimizer file that no state.json names would only take space on a disk that may be
+    // full. (Saving the committed step again, as a resumed finished run does, replaces that
+    // file atomically: a failure leaves it as it was.)
+    std::error_code ignored;
+    if (!previous || previous->optimizer_file != state.optimizer_file) {
+      fs::remove(optimizer_path, ignored);
+    }
+    fail("{}; {}", e.what(), kept);
   }
-  const nlohmann::json json = {{"step", state.step},
-                               {"data_position", state.data_position},
-                               {"log_bytes", state.log_bytes},
-                               {"tokens_seen", state.tokens_seen},
-                               {"elapsed_s", state.elapsed_s},
-                               {"optimizer_file", state.optimizer_file},
-                               {"optimizer_steps", optimizer.steps_taken()},
-                               {"settings", state.settings}};
-  write_file_atomically(dir / "trainer" / "state.json", json.dump(2) + "\n");
-
   for (const fs::directory_entry& entry : fs::directory_iterator(dir / "trainer")) {
     const std::string name = entry.path().filename().string();
     if (name.rfind("optimizer-", 0) == 0 && name != state.optimizer_file) {
@@ -114,19 +139,34 @@ void save_checkpoint(const fs::path& dir, const ParameterBuffer& params, const A
       fs::remove(entry.path(), ignored);
     }
   }
+
+  // 3. The model folder, for inference: bf16 weights, the config and the tokenizer. Each file is
+  // replaced atomically, so a failure (or a kill) here leaves those of the previous checkpoint;
+  // the next save, or a resume, writes them again.
+  try {
+    const ModelConfig& config = params.layout().config();
+    write_file_atomically(dir / "config.json", model_config_to_json(config).dump(2) + "\n");
+    SafetensorsWriter writer;
+    add_parameter_tensors(params, DType::BF16, writer);
+    writer.set_metadata("format", "pt");
+    writer.set_metadata("step", std::to_string(state.step));
+    writer.write_checkpoint(dir, kNoSharding);
+    if (tokenizer && fs::absolute(*tokenizer) != fs::absolute(dir / "tokenizer.json")) {
+      write_file_atomically(dir / "tokenizer.json", read_file(*tokenizer));
+    }
+  } catch (const Error& e) {
+    fail(
+        "{}; the training state of step {} is saved (--resume continues from it), but the model "
+        "files in {} are not yet those of that step",
+        e.what(), state.step, dir.string());
+  }
 }
 
 bool has_checkpoint(const fs::path& dir) { return fs::exists(dir / "trainer" / "state.json"); }
 
-ResumedCheckpoint load_checkpoint(const fs::path& dir,
-                                  std::shared_ptr<const ParameterLayout> layout, AdamW& optimizer) {
+TrainerState read_checkpoint_state(const fs::path& dir) {
   const fs::path state_path = dir / "trainer" / "state.json";
-  nlohmann::json json;
-  try {
-    json = nlohmann::json::parse(read_file(state_path));
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON ({})", state_path.string(), e.what());
-  }
+  const nlohmann::json json = read_state_json(dir);
   TrainerState state;
   try {
     state.step = json.at("step").get<int64_t>();
@@ -135,8 +175,8 @@ ResumedCheckpoint load_checkpoint(const fs::path& dir,
     state.tokens_seen = json.at("tokens_seen").get<int64_t>();
     state.elapsed_s = json.at("elapsed_s").get<double>();
     state.optimizer_file = json.at("optimizer_file").get<std::string>();
+    state.optimizer_steps = json.at("optimizer_steps").get<int64_t>();
     state.settings = json.at("settings");
-    optimizer.set_steps_taken(json.at("optimizer_steps").get<int64_t>());
   } catch (const nlohmann::json::exception& e) {
     fail("{}: missing or mistyped field ({})", state_path.string(), e.what());
   }
@@ -144,6 +184,13 @@ ResumedCheckpoint load_checkpoint(const fs::path& dir,
     fail("{}: optimizer_file must be a file name in trainer/, got '{}'", state_path.string(),
          state.optimizer_file);
   }
+  return state;
+}
+
+ResumedCheckpoint load_checkpoint(const fs::path& dir,
+                                  std::shared_ptr<const ParameterLayout> layout, AdamW& optimizer) {
+  const TrainerState state = read_checkpoint_state(dir);
+  optimizer.set_steps_taken(state.optimizer_steps);
   const SafetensorsFile file(dir / "trainer" / state.optimizer_file);
   ResumedCheckpoint resumed{.state = state, .params = ParameterBuffer(layout)};
   read_buffer(file, "param.", resumed.params);

@@ -3,9 +3,11 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -106,23 +108,38 @@ nlohmann::json run_settings(const TrainerOptions& o, const ModelConfig& config) 
           {"model", model_config_to_json(config)}};
 }
 
+// `init` is recorded but not compared: a resume takes every weight from the checkpoint, so only
+// the model configuration it describes matters (the same config.json under another path is fine).
 void check_resume_settings(const nlohmann::json& saved, const nlohmann::json& now,
                            const fs::path& dir) {
   for (auto it = now.begin(); it != now.end(); ++it) {
-    if (!saved.contains(it.key()) || saved.at(it.key()) != it.value()) {
-      const std::string was = saved.contains(it.key()) ? saved.at(it.key()).dump() : "(absent)";
-      std::string is = it.value().dump();
-      if (it.key() == "model") {
-        fail(
-            "{}: the checkpoint was trained with another model configuration; resume with the "
-            "same --init",
-            dir.string());
+    if (it.key() == "init") continue;
+    if (saved.contains(it.key()) && saved.at(it.key()) == it.value()) continue;
+    const std::string was = saved.contains(it.key()) ? saved.at(it.key()).dump() : "(absent)";
+    if (it.key() == "model") {
+      std::string differences;
+      const nlohmann::json old_model =
+          saved.contains("model") ? saved.at("model") : nlohmann::json();
+      for (auto field = it.value().begin(); field != it.value().end(); ++field) {
+        const bool same = old_model.is_object() && old_model.contains(field.key()) &&
+                          old_model.at(field.key()) == field.value();
+        if (same) continue;
+        differences +=
+            fmt::format("{}{} = {} (the checkpoint has {})", differences.empty() ? "" : ", ",
+                        field.key(), field.value().dump(),
+                        old_model.is_object() && old_model.contains(field.key())
+                            ? old_model.at(field.key()).dump()
+                            : "none");
       }
       fail(
-          "{}: --resume with {} = {}, but the checkpoint was trained with {}; resume with the "
-          "same settings",
-          dir.string(), it.key(), is, was);
+          "{}: the model of --init does not match the checkpoint's ({}); resume with the model "
+          "it was trained with",
+          dir.string(), differences.empty() ? "another configuration" : differences);
     }
+    fail(
+        "{}: --resume with {} = {}, but the checkpoint was trained with {}; resume with the "
+        "same settings",
+        dir.string(), it.key(), it.value().dump(), was);
   }
 }
 
@@ -216,17 +233,42 @@ void run_training(const TrainerOptions& options) {
   TrainerState state;
   state.settings = settings;
   if (o.resume && has_checkpoint(o.output)) {
+    // The settings first: a mismatch is then named as such, before any tensor is compared.
+    check_resume_settings(read_checkpoint_state(o.output).settings, settings, o.output);
     ResumedCheckpoint resumed = load_checkpoint(o.output, params.shared_layout(), optimizer);
-    check_resume_settings(resumed.state.settings, settings, o.output);
     params = std::move(resumed.params);
     state = resumed.state;
     fmt::print(stderr, "resuming {} at step {} of {}\n", o.output.string(), state.step, o.steps);
-  } else if (!o.resume && has_checkpoint(o.output)) {
+  } else if (o.resume) {
+    fmt::print(stderr, "{} holds no checkpoint yet: starting at step 0\n", o.output.string());
+  } else if (has_checkpoint(o.output)) {
     fail(
         "{} already holds a training checkpoint: pass --resume to continue it, or choose "
         "another -o",
         o.output.string());
   }
+
+  // Everything that can refuse the data comes before the log is touched.
+  BatchSampler sampler(data, Split::kTrain, o.seq, o.batch, o.seed);
+  sampler.seek(state.data_position);
+  std::vector<std::vector<int32_t>> heldout;
+  if (data.tokens(Split::kHeldout) >= o.seq) {
+    heldout = heldout_windows(data, o.seq, o.eval_windows);
+  } else {
+    fmt::print(stderr,
+               "dsa: warning: the held-out split of {} has {} tokens, fewer than --seq {}: no "
+               "held-out evaluation\n",
+               o.data.string(), data.tokens(Split::kHeldout), o.seq);
+  }
+  auto heldout_loss = [&]() {
+    double total = 0.0;
+    for (const std::vector<int32_t>& window : heldout) {
+      const TrainBatch batch{.tokens = window, .sequences = 1, .seq_len = o.seq};
+      total += graph.lm_loss ? train_step(params, batch, graph, nullptr, pool).lm_loss
+                             : train_step(params, batch, graph, nullptr, pool).indexer_loss;
+    }
+    return total / double(heldout.size());
+  };
 
   // The log: truncated to what the checkpoint had seen, so a resumed log has no duplicate steps.
   std::FILE* log = nullptr;
@@ -241,23 +283,10 @@ void run_training(const TrainerOptions& options) {
       fs::resize_file(o.log, state.log_bytes);
     }
     log = std::fopen(o.log.string().c_str(), state.step > 0 ? "ab" : "wb");
-    if (!log) fail("cannot open the log {} for writing", o.log.string());
+    if (!log) fail("cannot open the log {} for writing: {}", o.log.string(), std::strerror(errno));
   }
   const std::unique_ptr<std::FILE, int (*)(std::FILE*)> log_closer(
       log, [](std::FILE* f) { return f ? std::fclose(f) : 0; });
-
-  BatchSampler sampler(data, Split::kTrain, o.seq, o.batch, o.seed);
-  sampler.seek(state.data_position);
-  const std::vector<std::vector<int32_t>> heldout = heldout_windows(data, o.seq, o.eval_windows);
-  auto heldout_loss = [&]() {
-    double total = 0.0;
-    for (const std::vector<int32_t>& window : heldout) {
-      const TrainBatch batch{.tokens = window, .sequences = 1, .seq_len = o.seq};
-      total += graph.lm_loss ? train_step(params, batch, graph, nullptr, pool).lm_loss
-                             : train_step(params, batch, graph, nullptr, pool).indexer_loss;
-    }
-    return heldout.empty() ? NAN : total / double(heldout.size());
-  };
 
   const StepSettings step_settings{.graph = graph,
                                    .schedule = o.schedule,
@@ -272,7 +301,11 @@ void run_training(const TrainerOptions& options) {
   auto save = [&]() {
     if (log) std::fflush(log);
     state.log_bytes = log ? uint64_t(std::ftell(log)) : 0;
-    save_checkpoint(o.output, params, optimizer, state, tokenizer);
+    try {
+      save_checkpoint(o.output, params, optimizer, state, tokenizer);
+    } catch (const Error& e) {
+      fail("saving the checkpoint of step {}: {}", state.step, e.what());
+    }
     if (!o.plot.empty() && !o.log.empty())
       write_plot(o.log, o.plot, "dsa train: " + stage_name(o.stage));
   };
@@ -302,13 +335,15 @@ void run_training(const TrainerOptions& options) {
     if (graph.indexer_loss && graph.lm_loss) line["indexer_loss"] = stats.indexer_loss;
     if (graph.balance_alpha > 0.0f) line["balance_loss"] = stats.balance_loss;
     const bool last = state.step == o.steps;
-    if ((o.eval_every > 0 && state.step % o.eval_every == 0) || last) {
+    if (!heldout.empty() && ((o.eval_every > 0 && state.step % o.eval_every == 0) || last)) {
       line["heldout_loss"] = heldout_loss();
     }
     if (log) {
       const std::string text = line.dump() + "\n";
-      std::fwrite(text.data(), 1, text.size(), log);
-      std::fflush(log);
+      if (std::fwrite(text.data(), 1, text.size(), log) != text.size() || std::fflush(log) != 0) {
+        fail("cannot write the log {}: {} (the last checkpoint written is kept as it was)",
+             o.log.string(), std::strerror(errno));
+      }
     }
     const double eta = double(o.steps - state.step) * session_s /
                        double(std::max<int64_t>(state.step - first_step, 1));

@@ -220,6 +220,41 @@ struct Layout {
   size_t v_row(int64_t t, int64_t h) const { return size_t(t * H + h) * Dv; }
 };
 
+// The dense path's right-hand operands transposed once per call, [H][dim][ld] with ld >= T
+// rounded up to kBlock and zeros beyond T: a tile then reads kBlock consecutive columns of its
+// head instead of gathering and transposing its block again for every block that meets it (the
+// transposes cost about half as much as the tile products at these widths).
+struct Transposed {
+  std::vector<float> data;
+  size_t dim = 0, ld = 0;
+  const float* head(int64_t h) const { return data.data() + size_t(h) * dim * ld; }
+};
+
+// x [T, H, dim] (row stride H·dim) transposed per head.
+Transposed TransposeHeads(const float* x, const Layout& L, size_t dim, ThreadPool& pool) {
+  Transposed out;
+  out.dim = dim;
+  // 16 floats past a multiple of kBlock: a power-of-two row stride would map the rows a tile
+  // reads (and the transpose writes) onto a few L1 sets (measured: the transpose alone took 12%
+  // of a training step with ld = 512).
+  out.ld = size_t((L.T + kBlock - 1) / kBlock * kBlock) + 16;
+  out.data.assign(size_t(L.H) * dim * out.ld, 0.0f);
+  const size_t stride = size_t(L.H) * dim;
+  const int64_t blocks = (L.T + kBlock - 1) / kBlock;
+  pool.parallel_for(L.H * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t h = i / blocks, t0 = (i % blocks) * kBlock;
+      const int64_t t1 = std::min<int64_t>(L.T, t0 + kBlock);
+      float* dst = out.data.data() + size_t(h) * dim * out.ld;
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* src = x + size_t(t) * stride + size_t(h) * dim;
+        for (size_t j = 0; j < dim; ++j) dst[j * out.ld + size_t(t)] = src[j];
+      }
+    }
+  });
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tiles of kBlock query rows x kBlock keys, shared by the dense path and by the sparse blocks
 // whose listed pairs fill enough of their tiles.
@@ -280,8 +315,9 @@ struct Tiles {
 
 // out and lse of query rows t0 .. t0 + rows of head h: online softmax over the selected keys,
 // kBlock at a time.
+// `kt`: the head's keys transposed (dense: keys are positions 0 .. count-1), or null to gather.
 void ForwardTile(const MhaTrainParams& p, const Layout& L, int64_t h, int64_t t0, int rows,
-                 const Selection& keys, Tiles& w) {
+                 const Selection& keys, const float* kt_head, size_t kt_ld, Tiles& w) {
   const DF d;
   const size_t N = hn::Lanes(d);
   const float* q = p.q + L.qk_row(t0, h);
@@ -301,8 +337,10 @@ void ForwardTile(const MhaTrainParams& p, const Layout& L, int64_t h, int64_t t0
       krows[j] = p.k + L.qk_row(keys.ids[c0 + j], h);
       vrows[j] = p.v + L.v_row(keys.ids[c0 + j], h);
     }
-    GatherTranspose(krows, cols, L.Dqk, kt);
-    MatMul(q, L.q_stride, StridedRows{kt, kBlock}, scores, kBlock, rows, kBlock, int(L.Dqk), false);
+    // Columns >= cols (beyond the last key) are masked to -inf below.
+    const StridedRows k_rows = kt_head ? StridedRows{kt_head + c0, kt_ld} : StridedRows{kt, kBlock};
+    if (!kt_head) GatherTranspose(krows, cols, L.Dqk, kt);
+    MatMul(q, L.q_stride, k_rows, scores, kBlock, rows, kBlock, int(L.Dqk), false);
     for (int r = 0; r < rows; ++r) {
       float* s = scores + r * kBlock;
       for (int j = 0; j < kBlock; j += int(N)) {
@@ -329,7 +367,12 @@ void ForwardTile(const MhaTrainParams& p, const Layout& L, int64_t h, int64_t t0
       row_max[r] = new_max;
       if (correction != 1.0f) ScaleRow(acc + r * L.Dv, correction, L.Dv, acc + r * L.Dv);
     }
-    MatMul(scores, kBlock, GatheredRows{vrows}, acc, L.Dv, rows, L.Dv, cols, true);
+    if (kt_head) {  // dense: the keys' value rows are consecutive
+      MatMul(scores, kBlock, StridedRows{p.v + L.v_row(c0, h), L.v_stride}, acc, L.Dv, rows, L.Dv,
+             cols, true);
+    } else {
+      MatMul(scores, kBlock, GatheredRows{vrows}, acc, L.Dv, rows, L.Dv, cols, true);
+    }
   }
   for (int r = 0; r < rows; ++r) {
     float* out = p.out + L.v_row(t0 + r, h);
@@ -345,8 +388,10 @@ void ForwardTile(const MhaTrainParams& p, const Layout& L, int64_t h, int64_t t0
 
 // dq of query rows t0 .. t0 + rows of head h: P = exp(scale q·k - lse), dS = P (dP - Δ),
 // dq = scale Σ dS k over the selected keys, kBlock at a time.
+// `kt`, `vt`: the head's keys and values transposed (dense), or null to gather.
 void DqTile(const MhaTrainParams& p, const Layout& L, const float* delta, int64_t h, int64_t t0,
-            int rows, const Selection& keys, Tiles& w) {
+            int rows, const Selection& keys, const float* kt_head, const float* vt_head, size_t ld,
+            Tiles& w) {
   const DF d;
   const size_t N = hn::Lanes(d);
   const float* q = p.q + L.qk_row(t0, h);
@@ -366,11 +411,15 @@ void DqTile(const MhaTrainParams& p, const Layout& L, const float* delta, int64_
       krows[j] = p.k + L.qk_row(keys.ids[c0 + j], h);
       vrows[j] = p.v + L.v_row(keys.ids[c0 + j], h);
     }
-    GatherTranspose(krows, cols, L.Dqk, kt);
-    GatherTranspose(vrows, cols, L.Dv, vt);
-    MatMul(q, L.q_stride, StridedRows{kt, kBlock}, scores, kBlock, rows, kBlock, int(L.Dqk), false);
-    MatMul(dout, L.v_stride, StridedRows{vt, kBlock}, dprobs, kBlock, rows, kBlock, int(L.Dv),
-           false);
+    // Columns >= cols are never read back (the dS product has depth cols).
+    if (!kt_head) {
+      GatherTranspose(krows, cols, L.Dqk, kt);
+      GatherTranspose(vrows, cols, L.Dv, vt);
+    }
+    const StridedRows k_rows = kt_head ? StridedRows{kt_head + c0, ld} : StridedRows{kt, kBlock};
+    const StridedRows v_rows = vt_head ? StridedRows{vt_head + c0, ld} : StridedRows{vt, kBlock};
+    MatMul(q, L.q_stride, k_rows, scores, kBlock, rows, kBlock, int(L.Dqk), false);
+    MatMul(dout, L.v_stride, v_rows, dprobs, kBlock, rows, kBlock, int(L.Dv), false);
     for (int r = 0; r < rows; ++r) {
       const int64_t row = (t0 + r) * L.H + h;
       const VF lse = hn::Set(d, p.lse[row]), dlt = hn::Set(d, delta[row]);
@@ -382,7 +431,12 @@ void DqTile(const MhaTrainParams& p, const Layout& L, const float* delta, int64_
       }
       MaskQueryRow(keys, c0, cols, r, t0 + r, 0.0f, s);  // the product reads j < cols only
     }
-    MatMul(scores, kBlock, GatheredRows{krows}, acc, L.Dqk, rows, L.Dqk, cols, true);
+    if (kt_head) {  // dense: the key rows are consecutive
+      MatMul(scores, kBlock, StridedRows{p.k + L.qk_row(c0, h), L.q_stride}, acc, L.Dqk, rows,
+             L.Dqk, cols, true);
+    } else {
+      MatMul(scores, kBlock, GatheredRows{krows}, acc, L.Dqk, rows, L.Dqk, cols, true);
+    }
   }
   for (int r = 0; r < rows; ++r) {
     ScaleRow(acc + r * L.Dqk, p.scale, L.Dqk, p.dq + L.qk_row(t0 + r, h));
@@ -391,8 +445,11 @@ void DqTile(const MhaTrainParams& p, const Layout& L, const float* delta, int64_
 
 // dk, dv of keys s0 .. s0 + cols of head h from the selected query rows, kBlock at a time in
 // increasing order. Tiles are transposed (keys x rows) so that P and dS are the left operands.
+// `qt`, `dot`: the head's queries and output gradients transposed (dense: the rows are
+// positions s0 .. T-1), or null to gather.
 void DkDvTile(const MhaTrainParams& p, const Layout& L, const float* delta, int64_t h, int64_t s0,
-              int cols, const Selection& rows, Tiles& w) {
+              int cols, const Selection& rows, const float* qt_head, const float* dot_head,
+              size_t ld, Tiles& w) {
   const DF d;
   const size_t N = hn::Lanes(d);
   const float* k = p.k + L.qk_row(s0, h);
@@ -420,11 +477,17 @@ void DkDvTile(const MhaTrainParams& p, const Layout& L, const float* delta, int6
       lse[i] = i < n ? p.lse[t * L.H + h] : 0.0f;
       dlt[i] = i < n ? delta[t * L.H + h] : 0.0f;
     }
-    GatherTranspose(qrows, n, L.Dqk, qt);
-    GatherTranspose(dorows, n, L.Dv, dot);
-    MatMul(k, L.q_stride, StridedRows{qt, kBlock}, probs, kBlock, cols, kBlock, int(L.Dqk), false);
-    MatMul(v, L.v_stride, StridedRows{dot, kBlock}, dscores, kBlock, cols, kBlock, int(L.Dv),
-           false);
+    if (!qt_head) {
+      GatherTranspose(qrows, n, L.Dqk, qt);
+      GatherTranspose(dorows, n, L.Dv, dot);
+    }
+    // Transposed: columns >= n are the zero padding beyond T (rows are consecutive positions).
+    const size_t first = qt_head ? size_t(rows.ids[c0]) : 0;
+    const StridedRows q_cols = qt_head ? StridedRows{qt_head + first, ld} : StridedRows{qt, kBlock};
+    const StridedRows do_cols =
+        dot_head ? StridedRows{dot_head + first, ld} : StridedRows{dot, kBlock};
+    MatMul(k, L.q_stride, q_cols, probs, kBlock, cols, kBlock, int(L.Dqk), false);
+    MatMul(v, L.v_stride, do_cols, dscores, kBlock, cols, kBlock, int(L.Dv), false);
     for (int j = 0; j < cols; ++j) {
       float* pr = probs + j * kBlock;
       float* ds = dscores + j * kBlock;
@@ -437,8 +500,15 @@ void DkDvTile(const MhaTrainParams& p, const Layout& L, const float* delta, int6
       MaskKeyRow(rows, c0, n, j, s0 + j, ds);
     }
     // depth n: the padding columns i >= n are never read.
-    MatMul(probs, kBlock, GatheredRows{dorows}, dv_acc, L.Dv, cols, L.Dv, n, true);
-    MatMul(dscores, kBlock, GatheredRows{qrows}, dk_acc, L.Dqk, cols, L.Dqk, n, true);
+    if (qt_head) {  // dense: the query rows are consecutive positions
+      MatMul(probs, kBlock, StridedRows{p.dout + L.v_row(int64_t(first), h), L.v_stride}, dv_acc,
+             L.Dv, cols, L.Dv, n, true);
+      MatMul(dscores, kBlock, StridedRows{p.q + L.qk_row(int64_t(first), h), L.q_stride}, dk_acc,
+             L.Dqk, cols, L.Dqk, n, true);
+    } else {
+      MatMul(probs, kBlock, GatheredRows{dorows}, dv_acc, L.Dv, cols, L.Dv, n, true);
+      MatMul(dscores, kBlock, GatheredRows{qrows}, dk_acc, L.Dqk, cols, L.Dqk, n, true);
+    }
   }
   for (int j = 0; j < cols; ++j) {
     ScaleRow(dk_acc + j * L.Dqk, p.scale, L.Dqk, p.dk + L.qk_row(s0 + j, h));
@@ -684,12 +754,13 @@ void MhaTrainForwardPass(const MhaTrainParams& p, ThreadPool& pool) {
   const auto block_rows = [&](int64_t t0) { return int(std::min<int64_t>(kBlock, L.T - t0)); };
   if (!p.indices) {
     const std::vector<int32_t> ids = Positions(L.T);
+    const Transposed kt = TransposeHeads(p.k, L, L.Dqk, pool);
     pool.parallel_for(blocks * L.H, 1, [&](int64_t begin, int64_t end) {
       Tiles w(L);
       for (int64_t i = begin; i < end; ++i) {
-        const int64_t t0 = (blocks - 1 - i / L.H) * kBlock;
+        const int64_t t0 = (blocks - 1 - i / L.H) * kBlock, h = i % L.H;
         const int rows = block_rows(t0);
-        ForwardTile(p, L, i % L.H, t0, rows, {ids.data(), t0 + rows, nullptr}, w);
+        ForwardTile(p, L, h, t0, rows, {ids.data(), t0 + rows, nullptr}, kt.head(h), kt.ld, w);
       }
     });
     return;
@@ -703,7 +774,9 @@ void MhaTrainForwardPass(const MhaTrainParams& p, ThreadPool& pool) {
       const int rows = block_rows(t0);
       sel.build(rows, [&](int r, const auto& f) { ForEachListedKey(p, t0 + r, f); });
       if (sel.use_tiles(rows)) {
-        for (int64_t h = 0; h < L.H; ++h) ForwardTile(p, L, h, t0, rows, sel.selection(), w);
+        for (int64_t h = 0; h < L.H; ++h) {
+          ForwardTile(p, L, h, t0, rows, sel.selection(), nullptr, 0, w);
+        }
       } else {
         for (int64_t t = t0; t < t0 + rows; ++t) {
           SparseForwardRow(p, L, t, rs.keys.data(), rs.rows.data(), rs.scores.data(),
@@ -728,20 +801,27 @@ void MhaTrainBackwardPass(const MhaTrainParams& p, ThreadPool& pool) {
   });
   if (!p.indices) {
     const std::vector<int32_t> ids = Positions(L.T);
+    {
+      const Transposed kt = TransposeHeads(p.k, L, L.Dqk, pool);
+      const Transposed vt = TransposeHeads(p.v, L, L.Dv, pool);
+      pool.parallel_for(blocks * L.H, 1, [&](int64_t begin, int64_t end) {
+        Tiles w(L);
+        for (int64_t i = begin; i < end; ++i) {
+          const int64_t t0 = (blocks - 1 - i / L.H) * kBlock, h = i % L.H;
+          const int rows = block_rows(t0);
+          DqTile(p, L, delta.data(), h, t0, rows, {ids.data(), t0 + rows, nullptr}, kt.head(h),
+                 vt.head(h), kt.ld, w);
+        }
+      });
+    }
+    const Transposed qt = TransposeHeads(p.q, L, L.Dqk, pool);
+    const Transposed dot = TransposeHeads(p.dout, L, L.Dv, pool);
     pool.parallel_for(blocks * L.H, 1, [&](int64_t begin, int64_t end) {
       Tiles w(L);
       for (int64_t i = begin; i < end; ++i) {
-        const int64_t t0 = (blocks - 1 - i / L.H) * kBlock;
-        const int rows = block_rows(t0);
-        DqTile(p, L, delta.data(), i % L.H, t0, rows, {ids.data(), t0 + rows, nullptr}, w);
-      }
-    });
-    pool.parallel_for(blocks * L.H, 1, [&](int64_t begin, int64_t end) {
-      Tiles w(L);
-      for (int64_t i = begin; i < end; ++i) {
-        const int64_t s0 = (i / L.H) * kBlock;
-        DkDvTile(p, L, delta.data(), i % L.H, s0, block_rows(s0),
-                 {ids.data() + s0, L.T - s0, nullptr}, w);
+        const int64_t s0 = (i / L.H) * kBlock, h = i % L.H;
+        DkDvTile(p, L, delta.data(), h, s0, block_rows(s0), {ids.data() + s0, L.T - s0, nullptr},
+                 qt.head(h), dot.head(h), qt.ld, w);
       }
     });
     return;
@@ -756,7 +836,7 @@ void MhaTrainBackwardPass(const MhaTrainParams& p, ThreadPool& pool) {
       sel.build(rows, [&](int r, const auto& f) { ForEachListedKey(p, t0 + r, f); });
       if (sel.use_tiles(rows)) {
         for (int64_t h = 0; h < L.H; ++h) {
-          DqTile(p, L, delta.data(), h, t0, rows, sel.selection(), w);
+          DqTile(p, L, delta.data(), h, t0, rows, sel.selection(), nullptr, nullptr, 0, w);
         }
       } else {
         for (int64_t t = t0; t < t0 + rows; ++t) {
@@ -779,7 +859,7 @@ void MhaTrainBackwardPass(const MhaTrainParams& p, ThreadPool& pool) {
       });
       if (sel.use_tiles(cols)) {
         for (int64_t h = 0; h < L.H; ++h) {
-          DkDvTile(p, L, delta.data(), h, s0, cols, sel.selection(), w);
+          DkDvTile(p, L, delta.data(), h, s0, cols, sel.selection(), nullptr, nullptr, 0, w);
         }
       } else {
         for (int64_t s = s0; s < s0 + cols; ++s)

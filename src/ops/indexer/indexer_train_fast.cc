@@ -6,8 +6,10 @@
 // recomputes the products and overwrites them in place with the sgemm operand
 //   M[t, h, s] = dscores[t, s] · w[t, h] · 1[q · k > 0]
 // (dw falls out of the same pass), then dq_block = M · K and dk += Mᵀ · Q_block (beta = 1, blocks
-// in order: a fixed reduction order). The sgemms run on the calling thread with OpenBLAS's own
-// threads, as gemm_fast.cc does; the pool is never inside an sgemm.
+// in order: a fixed reduction order). Each sgemm is split into fixed blocks that the pool's
+// threads take, every block one single-threaded sgemm (OpenBLAS's own threads would compete with
+// the pool's for the cores, see linear_train_fast.cc); the blocks depend on the shapes only, so
+// results do not depend on the thread count.
 //
 // Target: dense rows take per-head sgemms of a block of rows (q and k rows strided by H · Dqk);
 // sparse rows gather their listed keys (Highway dot products). Exps are Highway's (1 ulp).
@@ -148,6 +150,38 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
+// OpenBLAS single-threaded while the pool's threads call it, restored after.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas() : saved_(openblas_get_num_threads()) {
+    if (saved_ != 1) openblas_set_num_threads(1);
+  }
+  ~SingleThreadedBlas() {
+    if (saved_ != 1) openblas_set_num_threads(saved_);
+  }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int saved_;
+};
+
+// body(begin, end) over [0, n) in blocks of `block`, one block per call, on the pool.
+template <typename Body>
+void for_blocks(ThreadPool& pool, int64_t n, int64_t block, const Body& body) {
+  const int64_t count = (n + block - 1) / block;
+  if (count <= 1 || pool.size() == 1) {
+    for (int64_t b = 0; b < count; ++b) body(b * block, std::min(n, (b + 1) * block));
+    return;
+  }
+  pool.parallel_for(count, 1, [&](int64_t first, int64_t last) {
+    for (int64_t b = first; b < last; ++b) body(b * block, std::min(n, (b + 1) * block));
+  });
+}
+
+constexpr int64_t kSgemmRows = 256;  // rows of an sgemm's output per block
+constexpr int64_t kSgemmCols = 64;   // output columns per block where rows are a reduction
+
 // Products held per block of query rows: [rows · heads, keys] floats, at most this many
 // (16 MiB), and at most kMaxBlockRows rows so the causal waste of a block stays small.
 constexpr int64_t kBlockFloats = int64_t(1) << 22;
@@ -158,10 +192,14 @@ int64_t block_rows(int64_t tokens, int64_t heads) {
 }
 
 // products[(t − t0) · H + h][s] = q[t, h] · k[s] for t in [t0, t1), s < t1; row stride t1.
-void block_products(const IndexerScoresTrainParams& p, int64_t t0, int64_t t1, float* products) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int((t1 - t0) * p.heads), int(t1),
-              int(p.dim), 1.0f, p.q + t0 * p.heads * p.dim, int(p.dim), p.k, int(p.dim), 0.0f,
-              products, int(t1));
+void block_products(const IndexerScoresTrainParams& p, int64_t t0, int64_t t1, float* products,
+                    ThreadPool& pool) {
+  const int D = int(p.dim);
+  const float* q = p.q + t0 * p.heads * p.dim;
+  for_blocks(pool, (t1 - t0) * p.heads, kSgemmRows, [&](int64_t r0, int64_t r1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(r1 - r0), int(t1), D, 1.0f, q + r0 * D,
+                D, p.k, D, 0.0f, products + r0 * t1, int(t1));
+  });
 }
 
 // The keys of row t in slot order: {0 .. t} or the listed ones without empty slots.
@@ -180,13 +218,14 @@ void attention_target_dense(const AttentionTargetParams& p, ThreadPool& pool) {
   const int64_t T = p.tokens, H = p.heads, D = p.qk_dim;
   const int64_t rows = block_rows(T, H);
   std::vector<float> scores(size_t(rows * H * T));  // [H, rows, t1] per block
+  const SingleThreadedBlas single;
   for (int64_t t0 = 0; t0 < T; t0 += rows) {
     const int64_t t1 = std::min(T, t0 + rows), block = t1 - t0;
-    for (int64_t h = 0; h < H; ++h) {
+    for_blocks(pool, H, 1, [&](int64_t h, int64_t) {
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(block), int(t1), int(D), p.scale,
                   p.q + (t0 * H + h) * D, int(H * D), p.k + h * D, int(H * D), 0.0f,
                   scores.data() + h * block * t1, int(t1));
-    }
+    });
     pool.parallel_for(block, 1, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t t = t0 + r;
@@ -269,9 +308,10 @@ void indexer_scores_train_forward(const IndexerScoresTrainParams& p, ThreadPool&
   if (T == 0) return;
   const int64_t rows = block_rows(T, H);
   std::vector<float> products(size_t(rows * H * T));
+  const SingleThreadedBlas single;
   for (int64_t t0 = 0; t0 < T; t0 += rows) {
     const int64_t t1 = std::min(T, t0 + rows);
-    block_products(p, t0, t1, products.data());
+    block_products(p, t0, t1, products.data(), pool);
     pool.parallel_for(t1 - t0, 1, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t t = t0 + r;
@@ -292,9 +332,10 @@ void indexer_scores_backward(const IndexerScoresTrainParams& p, ThreadPool& pool
   std::fill(p.dk, p.dk + T * D, 0.0f);
   const int64_t rows = block_rows(T, H);
   std::vector<float> products(size_t(rows * H * T));
+  const SingleThreadedBlas single;
   for (int64_t t0 = 0; t0 < T; t0 += rows) {
     const int64_t t1 = std::min(T, t0 + rows), m = (t1 - t0) * H;
-    block_products(p, t0, t1, products.data());
+    block_products(p, t0, t1, products.data(), pool);
     pool.parallel_for(t1 - t0, 1, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         const int64_t t = t0 + r;
@@ -304,10 +345,16 @@ void indexer_scores_backward(const IndexerScoresTrainParams& p, ThreadPool& pool
       }
     });
     // dq[t, h] = Σ_s M[t, h, s] k[s];  dk[s] += Σ_{t, h in block} M[t, h, s] q[t, h].
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(m), int(D), int(t1), 1.0f,
-                products.data(), int(t1), p.k, int(D), 0.0f, p.dq + t0 * H * D, int(D));
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(t1), int(D), int(m), 1.0f,
-                products.data(), int(t1), p.q + t0 * H * D, int(D), 1.0f, p.dk, int(D));
+    // dq by row blocks of M; dk by column blocks, each summing over all m rows of M in one call.
+    for_blocks(pool, m, kSgemmRows, [&](int64_t r0, int64_t r1) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(r1 - r0), int(D), int(t1), 1.0f,
+                  products.data() + r0 * t1, int(t1), p.k, int(D), 0.0f, p.dq + (t0 * H + r0) * D,
+                  int(D));
+    });
+    for_blocks(pool, D, kSgemmCols, [&](int64_t c0, int64_t c1) {
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(t1), int(c1 - c0), int(m), 1.0f,
+                  products.data(), int(t1), p.q + t0 * H * D + c0, int(D), 1.0f, p.dk + c0, int(D));
+    });
   }
 }
 
