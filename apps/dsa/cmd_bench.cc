@@ -409,6 +409,7 @@ struct BenchTrainOptions {
   std::string seed = "1";
   std::string peak;  // GFLOP/s; empty: measured
   std::string source, python = "/usr/bin/python3";
+  std::vector<std::string> torch_env;
   bool torch = false;
   bool json = false;
   bool no_breakdown = false;
@@ -439,6 +440,12 @@ void run_bench_train(const BenchTrainOptions& o) {
   const int rounds = int(std::min<int64_t>(parse_int_flag(o.rounds, "--rounds", 1), 100));
   const int threads = parse_threads(o.threads);
   const std::optional<std::filesystem::path> tree = find_source_tree(o.source);
+  if (!o.torch_env.empty() && !o.torch) fail("--torch-env: only with --torch");
+  for (const std::string& setting : o.torch_env) {
+    if (setting.find('=') == 0 || setting.find('=') == std::string::npos) {
+      fail("--torch-env: '{}' is not NAME=VALUE", setting);
+    }
+  }
   if (o.torch && !tree) {
     fail(
         "--torch: cannot find scripts/bench_train_torch.py above this executable; give the "
@@ -475,7 +482,8 @@ void run_bench_train(const BenchTrainOptions& o) {
              .seq = config.seq,
              .threads = threads,
              .warmup = config.warmup,
-             .runs = config.runs};
+             .runs = config.runs,
+             .env = o.torch_env};
   }
 
   // The optimizer step of `dsa train --stage`: constant learning rate, clipping at 1, the
@@ -537,6 +545,7 @@ void run_bench_train(const BenchTrainOptions& o) {
   report.peaks = peaks;
   report.peak_given = !o.peak.empty();
   report.rounds = rounds;
+  report.torch_env = o.torch_env;
   if (o.json) {
     fmt::print("{}\n", train_report_json(report).dump(2));
   } else {
@@ -567,6 +576,9 @@ CLI::App* add_bench_train(CLI::App* bench, const std::shared_ptr<BenchModelOptio
   cmd->add_option("--source", o->source,
                   "Source tree holding scripts/bench_train_torch.py (default: found above the "
                   "dsa executable)");
+  cmd->add_option("--torch-env", o->torch_env,
+                  "NAME=VALUE for the baseline's environment (repeatable), e.g. "
+                  "OMP_WAIT_POLICY=PASSIVE");
   cmd->add_option("--python", o->python,
                   "Python with torch for --torch (default /usr/bin/python3)");
   cmd->add_option("--peak-gflops", o->peak,

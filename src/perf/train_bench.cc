@@ -493,8 +493,17 @@ TorchBaselineResult run_torch_baseline(const TorchBaselineConfig& c) {
                                          "--warmup",        std::to_string(c.warmup),
                                          "--stage",         c.stage};
   if (!fs::exists(c.python)) fail("--torch: no Python at {}", c.python.string());
-  const ProcessResult p =
-      run_process(argv, {"OPENBLAS_NUM_THREADS=" + threads, "OMP_NUM_THREADS=" + threads}, false);
+  std::vector<std::string> env = {"OPENBLAS_NUM_THREADS=" + threads, "OMP_NUM_THREADS=" + threads};
+  for (const std::string& setting : c.env) {
+    const size_t eq = setting.find('=');
+    if (eq == 0 || eq == std::string::npos) {
+      fail("--torch-env: '{}' is not NAME=VALUE", setting);
+    }
+    const std::string key = setting.substr(0, eq + 1);
+    std::erase_if(env, [&](const std::string& e) { return e.rfind(key, 0) == 0; });
+    env.push_back(setting);
+  }
+  const ProcessResult p = run_process(argv, env, false);
   if (p.status != 0) {
     fail("--torch: {} {} failed (exit status {}); it needs Debian's python3-torch",
          c.python.string(), c.script.string(), p.status);
@@ -567,6 +576,11 @@ std::string format_train_report(const TrainBenchReport& rep) {
       rep.rounds > 1 ? fmt::format("{} rounds alternating dsa and torch, each after ", rep.rounds)
                      : "after ",
       r.warmup);
+  if (rep.torch && !rep.torch_env.empty()) {
+    std::string settings;
+    for (const std::string& e : rep.torch_env) settings += (settings.empty() ? "" : " ") + e;
+    out += fmt::format("torch environment: {}\n", settings);
+  }
   if (rep.torch) {
     const double ratio =
         r.tokens_per_second().median / rates_of(rep.torch->step_seconds, r.tokens_per_step).median;
@@ -650,6 +664,7 @@ json train_report_json(const TrainBenchReport& rep) {
     t["torch_version"] = rep.torch->torch_version;
     t["threads"] = rep.torch->threads;
     t["losses"] = rep.torch->losses;
+    t["env"] = rep.torch_env;
     j["torch"] = t;
     j["speedup_vs_torch"] = d["tokens_per_s"].get<double>() / t["tokens_per_s"].get<double>();
   }

@@ -145,6 +145,9 @@ struct TorchBaselineConfig {
   int64_t batch = 0, seq = 0;
   int threads = 1;
   int warmup = 1, runs = 5;
+  // More NAME=VALUE settings for the script's environment (after the thread counts, so they can
+  // override them), e.g. OMP_WAIT_POLICY=PASSIVE.
+  std::vector<std::string> env;
 };
 
 struct TorchBaselineResult {
@@ -161,8 +164,8 @@ void write_bench_model(const ParameterBuffer& params, const std::filesystem::pat
 void write_bench_tokens(std::span<const int32_t> tokens, int64_t batch, int64_t seq,
                         const std::filesystem::path& file);
 
-// Runs the script (OPENBLAS_NUM_THREADS and OMP_NUM_THREADS set to `threads`; its stderr goes
-// to ours) and parses its JSON. A failed run or bad output is a dsa::Error quoting it.
+// Runs the script (OPENBLAS_NUM_THREADS and OMP_NUM_THREADS set to `threads`, then `env`; its
+// stderr goes to ours) and parses its JSON. A failed run or bad output is a dsa::Error quoting it.
 TorchBaselineResult run_torch_baseline(const TorchBaselineConfig& config);
 // Parses the script's JSON output (exposed for tests).
 TorchBaselineResult parse_torch_baseline(const std::string& json_text);
@@ -182,6 +185,7 @@ struct TrainBenchReport {
   int rounds = 1;           // dsa-then-torch rounds whose timed steps are pooled
   TrainBenchResult dsa;
   std::optional<TorchBaselineResult> torch;
+  std::vector<std::string> torch_env;  // --torch-env settings, printed with the torch row
 };
 
 // The markdown report: header lines, the engine table (dsa, and torch when run) with step

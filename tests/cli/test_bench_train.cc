@@ -95,6 +95,9 @@ TEST(CliBenchTrain, BadFlagsAreClearErrors) {
   expect_error("--init tiny-v3 --stage sparse", "bench train: the sparse and warmup stages need");
   expect_error("--init /nonexistent-model-dir", "bench train: cannot use --init");
   expect_error("--init tiny --source /nonexistent-tree", "--source: /nonexistent-tree has no");
+  expect_error("--init tiny --torch-env A=1", "--torch-env: only with --torch");
+  expect_error("--init tiny --torch --torch-env NOEQUALS",
+               "--torch-env: 'NOEQUALS' is not NAME=VALUE");
   const auto r = run_dsa("bench -m /tmp train --init tiny");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("`bench train` takes --init"), std::string::npos) << r.err;
@@ -102,12 +105,15 @@ TEST(CliBenchTrain, BadFlagsAreClearErrors) {
 
 TEST(CliBenchTrain, TorchBaselineInTheSameRun) {
   if (!torch_available()) GTEST_SKIP() << "/usr/bin/python3 has no torch (python3-torch)";
-  const auto r = run_dsa(std::string(kSmall) + " --torch --rounds 2 --no-breakdown --json");
+  const auto r =
+      run_dsa(std::string(kSmall) +
+              " --torch --rounds 2 --no-breakdown --json --torch-env OMP_WAIT_POLICY=PASSIVE");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const json j = json::parse(r.out);
   ASSERT_TRUE(j.contains("torch")) << r.out;
   const json& t = j["torch"];
   EXPECT_EQ(t["threads"], 2);
+  EXPECT_EQ(t["env"], json::parse(R"(["OMP_WAIT_POLICY=PASSIVE"])"));
   EXPECT_EQ(t["step_seconds"].size(), 4u);  // 2 rounds of 2 timed steps
   EXPECT_EQ(j["rounds"], 2);
   EXPECT_EQ(j["warmup"], 1);

@@ -335,6 +335,9 @@ TEST(TrainReport, TableRatioAndBreakdown) {
   EXPECT_NE(format_train_report(rounds).find(
                 "over 3 steps (2 rounds alternating dsa and torch, each after 1 warm-up)"),
             std::string::npos);
+  rounds.torch_env = {"OMP_WAIT_POLICY=PASSIVE", "A=b"};
+  EXPECT_NE(format_train_report(rounds).find("torch environment: OMP_WAIT_POLICY=PASSIVE A=b\n"),
+            std::string::npos);
   const std::string alone = format_train_report(sample_report(false));
   EXPECT_EQ(alone.find("torch"), std::string::npos) << alone;
 }
