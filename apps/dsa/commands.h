@@ -20,7 +20,7 @@ void register_run(CLI::App& app);
 void register_chat(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_demo(CLI::App& app);
-void register_data(CLI::App& app);   // data build
+void register_data(CLI::App& app);  // data build
 void register_grad(CLI::App& app);
 void register_train(CLI::App& app);
 

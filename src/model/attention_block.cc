@@ -6,9 +6,9 @@
 
 #include "core/error.h"
 #include "model/forward_internal.h"
-#include "ops/indexer/indexer.h"
 #include "ops/attention/mla.h"
 #include "ops/attention/mla_absorb.h"
+#include "ops/indexer/indexer.h"
 #include "ops/norms/norms.h"
 #include "ops/topk/topk.h"
 

@@ -1,21 +1,10 @@
 // The FFN half of a decoder layer: REF's MLP for the first first_k_dense_replace layers, the MoE
 // (sigmoid gate, routed SwiGLU experts, shared expert) after them (dsa-reference.md §6.2-§6.4).
 #include "model/forward_internal.h"
+#include "model/moe_gate_config.h"
 #include "ops/moe/moe.h"
 
 namespace dsa::forward_internal {
-namespace {
-
-MoeGateConfig gate_config(const ModelConfig& c) {
-  return {.num_experts = c.n_routed_experts,
-          .num_groups = c.n_group,
-          .topk_groups = c.topk_group,
-          .experts_per_token = c.num_experts_per_tok,
-          .routed_scaling_factor = float(c.routed_scaling_factor),
-          .norm_topk_prob = c.norm_topk_prob};
-}
-
-}  // namespace
 
 void ffn_block(const Step& s, int64_t layer, const float* x, float* out) {
   const ModelConfig& c = s.config;
@@ -30,7 +19,7 @@ void ffn_block(const Step& s, int64_t layer, const float* x, float* out) {
                            .bias = w.gate_bias.empty() ? nullptr : w.gate_bias.data(),
                            .num_tokens = s.tokens,
                            .dim = c.hidden_size,
-                           .config = gate_config(c)};
+                           .config = moe_gate_config(c)};
   if (s.dump) {  // the routing moe() does internally, computed again for the dump
     const int64_t k = c.num_experts_per_tok;
     std::vector<int32_t> ids(size_t(s.tokens * k));

@@ -4,21 +4,13 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "model/moe_gate_config.h"
 #include "model/train_internal.h"
 #include "ops/moe/moe_train.h"
 #include "ops/moe/swiglu_train.h"
 
 namespace dsa::train_internal {
 namespace {
-
-MoeGateConfig gate_config(const ModelConfig& m) {
-  return {.num_experts = m.n_routed_experts,
-          .num_groups = m.n_group,
-          .topk_groups = m.topk_group,
-          .experts_per_token = m.num_experts_per_tok,
-          .routed_scaling_factor = float(m.routed_scaling_factor),
-          .norm_topk_prob = m.norm_topk_prob};
-}
 
 // A SwiGLU MLP (gate_proj, up_proj, down_proj under `p`) on x [n, D]: y [n, D], keeping the
 // gate, up and hidden activations [n, I].
@@ -65,14 +57,6 @@ void for_rows(const Context& c, int64_t n, const F& f) {
   });
 }
 
-// An expert's batch is padded with zero rows to a multiple of 16 (at least 16). OpenBLAS picks
-// its kernels by the matrix sizes (small-matrix paths below about 16 rows), so without padding
-// the rounding of one token's expert output, and of the expert's weight gradient, would depend
-// on how many other tokens the expert got -- including later ones, which would break the
-// bit-exact causality of training (tests/model/test_train_graph.cc). Measured: rows of M >= 16
-// batches and weight gradients summed over M >= 16 rows are the same bits for any such M.
-int64_t padded_rows(int64_t n) { return std::max<int64_t>(16, (n + 15) / 16 * 16); }
-
 }  // namespace
 
 void ffn_forward(const Context& c, int64_t layer, const float* f, float* out, FfnSaved& s,
@@ -91,7 +75,7 @@ void ffn_forward(const Context& c, int64_t layer, const float* f, float* out, Ff
   s.expert_weights.resize(size_t(N * k));
   moe_gate_train_forward(MoeGateTrain<float>{.logits = s.logits.data(),
                                              .bias = c.param(p + "gate.e_score_correction_bias"),
-                                             .config = gate_config(m),
+                                             .config = moe_gate_config(m),
                                              .tokens = N,
                                              .expert_ids = s.expert_ids.data(),
                                              .expert_weights = s.expert_weights.data()},
@@ -114,14 +98,13 @@ void ffn_forward(const Context& c, int64_t layer, const float* f, float* out, Ff
     ExpertSaved& e = s.experts[static_cast<size_t>(id)];
     const int64_t n = int64_t(e.rows.size());
     if (n == 0) continue;
-    const int64_t rows = padded_rows(n);
-    e.x.assign(size_t(rows * D), 0.0f);
+    e.x.resize(size_t(n * D));
     for_rows(c, n, [&](int64_t r) {
       std::copy_n(f + int64_t(e.rows[static_cast<size_t>(r)]) * D, D, e.x.data() + r * D);
     });
-    e.y.resize(size_t(rows * D));
+    e.y.resize(size_t(n * D));
     mlp_forward(c, p + "experts." + std::to_string(id) + ".", m.moe_intermediate_size, e.x.data(),
-                rows, e.gate, e.up, e.h, e.y.data());
+                n, e.gate, e.up, e.h, e.y.data());
     // An expert's rows are distinct tokens; experts add in id order.
     for_rows(c, n, [&](int64_t r) {
       const int64_t row = e.rows[static_cast<size_t>(r)];
@@ -174,8 +157,7 @@ void ffn_backward(const Context& c, int64_t layer, const float* f, const float* 
     ExpertSaved& e = s.experts[static_cast<size_t>(id)];
     const int64_t n = int64_t(e.rows.size());
     if (n == 0) continue;
-    const int64_t rows = padded_rows(n);
-    Buffer dy(size_t(rows * D), 0.0f), dx(size_t(rows * D), 0.0f);
+    Buffer dy(size_t(n * D)), dx(size_t(n * D), 0.0f);
     for_rows(c, n, [&](int64_t r) {
       const int64_t row = e.rows[static_cast<size_t>(r)],
                     slot = row * k + e.slots[static_cast<size_t>(r)];
@@ -190,7 +172,7 @@ void ffn_backward(const Context& c, int64_t layer, const float* f, const float* 
       dweights[static_cast<size_t>(slot)] = float(dg);
     });
     mlp_backward(c, p + "experts." + std::to_string(id) + ".", m.moe_intermediate_size, e.x.data(),
-                 rows, e.gate, e.up, e.h, dy.data(), dx.data());
+                 n, e.gate, e.up, e.h, dy.data(), dx.data());
     for_rows(c, n, [&](int64_t r) {
       float* dst = df + int64_t(e.rows[static_cast<size_t>(r)]) * D;
       const float* src = dx.data() + r * D;
@@ -200,7 +182,7 @@ void ffn_backward(const Context& c, int64_t layer, const float* f, const float* 
   Buffer dlogits(size_t(N * E), 0.0f);
   moe_gate_backward(MoeGateTrain<float>{.logits = s.logits.data(),
                                         .bias = c.param(p + "gate.e_score_correction_bias"),
-                                        .config = gate_config(m),
+                                        .config = moe_gate_config(m),
                                         .tokens = N,
                                         .expert_ids = s.expert_ids.data(),
                                         .expert_weights = s.expert_weights.data(),

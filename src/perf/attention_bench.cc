@@ -6,9 +6,9 @@
 
 #include "core/error.h"
 #include "core/float_formats.h"
-#include "ops/indexer/indexer.h"
 #include "ops/attention/latent_cache.h"
 #include "ops/attention/mla.h"
+#include "ops/indexer/indexer.h"
 #include "ops/rope/rope.h"
 #include "ops/topk/topk.h"
 

@@ -8,9 +8,9 @@
 
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "ops/attention/mla_absorb.h"
 #include "ops/gemm/gemm.h"
 #include "ops/gemm/gemm_widen-inl.h"
-#include "ops/attention/mla_absorb.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace dsa::HWY_NAMESPACE {

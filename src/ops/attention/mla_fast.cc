@@ -16,10 +16,10 @@
 #include "core/cpu_features.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
-#include "ops/gemm/gemm_widen-inl.h"
 #include "ops/attention/mla.h"
 #include "ops/attention/mla_flash-inl.h"
 #include "ops/attention/mla_scores_avx512bf16.h"
+#include "ops/gemm/gemm_widen-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace dsa::HWY_NAMESPACE {

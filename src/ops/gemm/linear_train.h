@@ -41,8 +41,9 @@ void linear_train_forward_reference(const LinearTrain<Real>& params);
 template <typename Real>
 void linear_backward_reference(const LinearTrain<Real>& params);
 
-// OpenBLAS sgemm (beta = 1 for the accumulations). OpenBLAS runs on its own threads, not the
-// pool's; its results are the same run to run for a fixed OpenBLAS thread count.
+// OpenBLAS sgemm in fixed 256-row blocks (the last one zero-padded), single-threaded calls spread
+// over the pool (ops/gemm/blas_blocks.h), beta = 1 for the accumulations: every output element's
+// rounding is independent of the row count and the thread count.
 void linear_train_forward(const LinearTrainParams& params, ThreadPool& pool);
 void linear_backward(const LinearTrainParams& params, ThreadPool& pool);
 

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "ops/gemm/blas_blocks.h"
 #include "ops/gemm/linear_train.h"
 
 namespace dsa {
@@ -33,35 +34,12 @@ constexpr int64_t kWeightBlock = 128;
 // Below this many multiply-adds a product runs on the calling thread (the same calls).
 constexpr double kSplitWork = 1 << 20;
 
-// OpenBLAS single-threaded while the pool's threads call it, restored after.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() : saved_(openblas_get_num_threads()) {
-    if (saved_ != 1) openblas_set_num_threads(1);
-  }
-  ~SingleThreadedBlas() {
-    if (saved_ != 1) openblas_set_num_threads(saved_);
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int saved_;
-};
-
 int64_t blocks(int64_t n, int64_t block) { return (n + block - 1) / block; }
 
-// body(begin, end) over [0, n) in blocks of `block`, on the pool unless the work is small.
+// Products below kSplitWork multiply-adds run on the calling thread (the same blocks).
 template <typename Body>
-void for_blocks(ThreadPool& pool, int64_t n, int64_t block, double work, const Body& body) {
-  const int64_t count = blocks(n, block);
-  if (count <= 1 || work < kSplitWork || pool.size() == 1) {
-    for (int64_t b = 0; b < count; ++b) body(b * block, std::min(n, (b + 1) * block));
-    return;
-  }
-  pool.parallel_for(count, 1, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) body(b * block, std::min(n, (b + 1) * block));
-  });
+void split_blocks(ThreadPool& pool, int64_t n, int64_t block, double work, const Body& body) {
+  for_blocks(pool, n, block, body, work >= kSplitWork);
 }
 
 // Rows [r0, r0 + kRowBlock) of a [rows, cols] matrix: the matrix itself where the block is
@@ -108,13 +86,13 @@ void linear_train_forward(const LinearTrainParams& p, ThreadPool& pool) {
   const SingleThreadedBlas single;
   const RowBlocks x(p.x, p.m, p.k);
   // y[M, N] = x[M, K] · W[N, K]ᵀ
-  for_blocks(pool, p.m, kRowBlock, double(p.m) * double(n) * double(k),
-             [&](int64_t r0, int64_t r1) {
-               into_rows(p.y, r0, r1, p.n, false, [&](float* y) {
-                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, k, 1.0f, x.block(r0),
-                             k, p.weight, k, 0.0f, y, n);
+  split_blocks(pool, p.m, kRowBlock, double(p.m) * double(n) * double(k),
+               [&](int64_t r0, int64_t r1) {
+                 into_rows(p.y, r0, r1, p.n, false, [&](float* y) {
+                   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, k, 1.0f,
+                               x.block(r0), k, p.weight, k, 0.0f, y, n);
+                 });
                });
-             });
 }
 
 void linear_backward(const LinearTrainParams& p, ThreadPool& pool) {
@@ -126,7 +104,7 @@ void linear_backward(const LinearTrainParams& p, ThreadPool& pool) {
   const RowBlocks dy(p.dy, p.m, p.n);
   if (p.dx) {
     // dx[M, K] += dy[M, N] · W[N, K]
-    for_blocks(pool, p.m, kRowBlock, work, [&](int64_t r0, int64_t r1) {
+    split_blocks(pool, p.m, kRowBlock, work, [&](int64_t r0, int64_t r1) {
       into_rows(p.dx, r0, r1, p.k, true, [&](float* dx) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, k, n, 1.0f, dy.block(r0), n,
                     p.weight, k, 1.0f, dx, k);
@@ -139,7 +117,7 @@ void linear_backward(const LinearTrainParams& p, ThreadPool& pool) {
     const RowBlocks x(p.x, p.m, p.k);
     const int64_t row_blocks = blocks(p.m, kRowBlock);
     if (n >= k) {
-      for_blocks(pool, p.n, kWeightBlock, work, [&](int64_t j0, int64_t j1) {
+      split_blocks(pool, p.n, kWeightBlock, work, [&](int64_t j0, int64_t j1) {
         for (int64_t b = 0; b < row_blocks; ++b) {
           cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(j1 - j0), k, rows, 1.0f,
                       dy.block(b * kRowBlock) + j0, n, x.block(b * kRowBlock), k, 1.0f,
@@ -147,7 +125,7 @@ void linear_backward(const LinearTrainParams& p, ThreadPool& pool) {
         }
       });
     } else {
-      for_blocks(pool, p.k, kWeightBlock, work, [&](int64_t c0, int64_t c1) {
+      split_blocks(pool, p.k, kWeightBlock, work, [&](int64_t c0, int64_t c1) {
         for (int64_t b = 0; b < row_blocks; ++b) {
           cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, int(c1 - c0), rows, 1.0f,
                       dy.block(b * kRowBlock), n, x.block(b * kRowBlock) + c0, k, 1.0f,

@@ -27,6 +27,7 @@
 #include "core/error.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "ops/gemm/blas_blocks.h"
 #include "ops/indexer/indexer_train.h"
 // After foreach_target.h: it is a per-target header.
 #include "hwy/contrib/math/math-inl.h"
@@ -149,35 +150,6 @@ HWY_EXPORT(GatheredHeadDots);
 namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
-
-// OpenBLAS single-threaded while the pool's threads call it, restored after.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() : saved_(openblas_get_num_threads()) {
-    if (saved_ != 1) openblas_set_num_threads(1);
-  }
-  ~SingleThreadedBlas() {
-    if (saved_ != 1) openblas_set_num_threads(saved_);
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int saved_;
-};
-
-// body(begin, end) over [0, n) in blocks of `block`, one block per call, on the pool.
-template <typename Body>
-void for_blocks(ThreadPool& pool, int64_t n, int64_t block, const Body& body) {
-  const int64_t count = (n + block - 1) / block;
-  if (count <= 1 || pool.size() == 1) {
-    for (int64_t b = 0; b < count; ++b) body(b * block, std::min(n, (b + 1) * block));
-    return;
-  }
-  pool.parallel_for(count, 1, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) body(b * block, std::min(n, (b + 1) * block));
-  });
-}
 
 constexpr int64_t kSgemmRows = 256;  // rows of an sgemm's output per block
 constexpr int64_t kSgemmCols = 64;   // output columns per block where rows are a reduction

@@ -40,10 +40,11 @@ void validate(const LmHeadCrossEntropy<Real>& params);
 template <typename Real>
 void lm_head_cross_entropy_reference(const LmHeadCrossEntropy<Real>& params);
 
-// Rows in chunks of chunk_rows: the chunk's logits by one sgemm, a stable log-sum-exp per row on
-// the pool's threads (max subtracted, exps in fp32, their sum in double), the chunk's dlogits in
-// place of its logits, then dh and dweight by sgemms with beta = 1, chunks in order. Memory:
-// chunk_rows · V floats besides the outputs; each chunk reads and writes all of dweight, so
+// Rows in chunks of chunk_rows: the chunk's logits by single-threaded sgemms over blocks of the
+// vocabulary spread on the pool (ops/gemm/blas_blocks.h), a stable log-sum-exp per row on the
+// pool's threads (max subtracted, exps in fp32, their sum in double), the chunk's dlogits in
+// place of its logits, then dh and dweight by blocked sgemms with beta = 1, chunks in order.
+// Memory: chunk_rows · V floats besides the outputs; each chunk reads and writes all of dweight, so
 // larger chunks make fewer passes over it. Bit-identical run to run; the result depends on
 // chunk_rows (the order dweight's sums are taken in) and on OpenBLAS's kernels, not on the pool's
 // thread count.

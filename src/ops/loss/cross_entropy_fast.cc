@@ -21,6 +21,7 @@
 #include "hwy/contrib/math/math-inl.h"
 // clang-format on
 #include "core/error.h"
+#include "ops/gemm/blas_blocks.h"
 #include "ops/loss/cross_entropy.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -106,35 +107,6 @@ int64_t vocab_block(int64_t vocab) {
 // Hidden columns of dh per sgemm block (each sums over the whole vocabulary): 256 where there
 // are more than 256 (measured at D = 512: 256-column calls run 15% faster than 128-column ones).
 int64_t dim_block(int64_t dim) { return dim > 256 ? 256 : 128; }
-
-// OpenBLAS single-threaded while the pool's threads call it, restored after.
-class SingleThreadedBlas {
- public:
-  SingleThreadedBlas() : saved_(openblas_get_num_threads()) {
-    if (saved_ != 1) openblas_set_num_threads(1);
-  }
-  ~SingleThreadedBlas() {
-    if (saved_ != 1) openblas_set_num_threads(saved_);
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-
- private:
-  int saved_;
-};
-
-// body(begin, end) over [0, n) in blocks of `block`, one block per call, on the pool.
-template <typename Body>
-void for_blocks(ThreadPool& pool, int64_t n, int64_t block, const Body& body) {
-  const int64_t count = (n + block - 1) / block;
-  if (count <= 1 || pool.size() == 1) {
-    for (int64_t b = 0; b < count; ++b) body(b * block, std::min(n, (b + 1) * block));
-    return;
-  }
-  pool.parallel_for(count, 1, [&](int64_t first, int64_t last) {
-    for (int64_t b = first; b < last; ++b) body(b * block, std::min(n, (b + 1) * block));
-  });
-}
 
 }  // namespace
 

@@ -7,8 +7,8 @@
 
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
-#include "ops/simd/bf16_simd-inl.h"
 #include "ops/norms/norms.h"
+#include "ops/simd/bf16_simd-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace dsa {

@@ -4,8 +4,8 @@
 #define HWY_TARGET_INCLUDE "ops/rope/rope_fast.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
-#include "ops/simd/bf16_simd-inl.h"
 #include "ops/rope/rope.h"
+#include "ops/simd/bf16_simd-inl.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace dsa {
