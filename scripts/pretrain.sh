@@ -18,7 +18,7 @@ LR=${LR:-2e-3}
 OUT=${OUT:-models/dense-small}
 THREADS=${THREADS:-$(nproc)}
 
-scripts/setup.sh
+scripts/setup.sh --only dsa
 [ -f data/tokenizer.json ] || scripts/corpus.sh --tokenizer
 [ -f data/tokens/data.json ] || build/release/dsa data build -i data/corpus \
   --tokenizer data/tokenizer.json -o data/tokens --heldout-fraction 0.03 \

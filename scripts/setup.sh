@@ -7,17 +7,24 @@
 #   scripts/setup.sh --reference  also Debian's python3-torch and python3-numpy, which the
 #                                 offline Python reference in tests/reference needs (never
 #                                 needed to build, test or run dsa: its goldens are committed)
+#   scripts/setup.sh --only dsa   build only the given target of the release build (the demo
+#                                 and training scripts need only the binary, not the tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 sanitize=0
 reference=0
-for arg in "$@"; do
-  case "$arg" in
+targets=()
+while (($#)); do
+  case "$1" in
     --sanitize) sanitize=1 ;;
     --reference) reference=1 ;;
-    *) echo "setup.sh: unknown option '$arg' (known: --sanitize, --reference)" >&2; exit 2 ;;
+    --only)
+      [ $# -ge 2 ] || { echo "setup.sh: --only needs a target name" >&2; exit 2; }
+      targets+=(--target "$2"); shift ;;
+    *) echo "setup.sh: unknown option '$1' (known: --sanitize, --reference, --only TARGET)" >&2; exit 2 ;;
   esac
+  shift
 done
 
 # Debian packages: toolchain, libraries (see docs/dependencies.md for why each is here).
@@ -53,7 +60,7 @@ fi
 
 jobs=$(nproc)
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/release -j "$jobs"
+cmake --build build/release -j "$jobs" "${targets[@]}"
 if ((sanitize)); then
   cmake -S . -B build/sanitize -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDSA_SANITIZE=ON -DDSA_CUDA=OFF >/dev/null
   cmake --build build/sanitize -j "$jobs"

@@ -54,7 +54,8 @@ void run_grad(const GradOptions& o) {
   ThreadPool pool(o.threads);
   const ParameterBuffer params = load_parameters(o.model_dir, pool);
   ParameterBuffer grads(params.shared_layout());
-  const TrainBatch batch{.tokens = tokens, .sequences = 1, .seq_len = int64_t(tokens.size())};
+  const TrainBatch batch{
+      .tokens = tokens, .sequences = 1, .seq_len = int64_t(tokens.size()), .targets = {}};
   const TrainStepResult result = train_step(params, batch, options, &grads, pool);
   const double loss = options.lm_loss ? result.lm_loss : result.indexer_loss;
 

@@ -23,5 +23,6 @@ void register_demo(CLI::App& app);
 void register_data(CLI::App& app);  // data build
 void register_grad(CLI::App& app);
 void register_train(CLI::App& app);
+void register_eval(CLI::App& app);
 
 }  // namespace dsa::cli

@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   dsa::cli::register_data(app);
   dsa::cli::register_grad(app);
   dsa::cli::register_train(app);
+  dsa::cli::register_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

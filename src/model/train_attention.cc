@@ -184,6 +184,39 @@ void indexer_loss(const Context& c, const std::string& p, const float* a, const 
               c.grad(p + "wq_b.weight"));
 }
 
+// result.indexer_recall[layer]: the share of the dense attention's mass p_t (summed over heads,
+// L1-normalised) on the indexer's top-k of each row. Dense attention only: att.lse is then the
+// log-sum-exp over every causal key.
+void record_indexer_recall(const Context& c, int64_t layer, IndexerSaved& s,
+                           const AttentionSaved& att, const Dims& d, TrainStepResult& result) {
+  const int64_t T = d.T, k = c.config.index_topk;
+  const std::vector<int32_t> selected = select_keys(c, s);
+  std::vector<float>& recall = result.indexer_recall[size_t(layer)];
+  recall.assign(size_t(d.N), 1.0f);
+  Buffer target(size_t(T * T));
+  for (int64_t b = 0; b < c.sequences; ++b) {
+    attention_target(AttentionTarget<float>{.q = att.q.data() + b * T * d.H * d.qk,
+                                            .k = att.k.data() + b * T * d.H * d.qk,
+                                            .lse = att.lse.data() + b * T * d.H,
+                                            .indices = nullptr,  // every causal key
+                                            .topk = 0,
+                                            .p = target.data(),
+                                            .tokens = T,
+                                            .heads = d.H,
+                                            .qk_dim = d.qk,
+                                            .scale = c.softmax_scale},
+                     c.pool);
+    for (int64_t t = k; t < T; ++t) {  // rows t < k have at most k keys: all selected
+      const int32_t* row = selected.data() + (b * T + t) * k;
+      double mass = 0.0;
+      for (int64_t j = 0; j < k; ++j) {
+        if (row[j] >= 0) mass += target[size_t(t * T + row[j])];
+      }
+      recall[size_t(b * T + t)] = float(mass);
+    }
+  }
+}
+
 MhaTrain<float> mha_params(const Context& c, const AttentionSaved& s, const Dims& d, int64_t b) {
   const int64_t T = d.T;
   const int64_t topk = s.indices.empty() ? 0 : c.config.index_topk;
@@ -254,7 +287,7 @@ void attention_forward(const Context& c, int64_t layer, const float* a, float* o
   const bool sparse = c.options.attention == AttentionMode::kSparse;
   IndexerSaved indexer;
   const std::string ip = p + "indexer.";
-  if (has_indexer && (sparse || c.options.indexer_loss)) {
+  if (has_indexer && (sparse || c.options.indexer_loss || c.options.record_indexer_recall)) {
     indexer_inputs(c, ip, a, s.cq.data(), indexer);
     if (sparse) s.indices = select_keys(c, indexer);
   }
@@ -271,6 +304,9 @@ void attention_forward(const Context& c, int64_t layer, const float* a, float* o
 
   if (has_indexer && c.options.indexer_loss) {
     indexer_loss(c, ip, a, s.cq.data(), indexer, s, d, result);
+  }
+  if (has_indexer && c.options.record_indexer_recall) {
+    record_indexer_recall(c, layer, indexer, s, d, result);
   }
 }
 

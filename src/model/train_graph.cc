@@ -116,12 +116,16 @@ void check_batch(const ModelConfig& config, const TrainBatch& batch,
   if (options.attention != AttentionMode::kDense && options.attention != AttentionMode::kSparse) {
     fail("train step: attention must be dense or sparse");
   }
-  if ((options.attention == AttentionMode::kSparse || options.indexer_loss) &&
+  if ((options.attention == AttentionMode::kSparse || options.indexer_loss ||
+       options.record_indexer_recall) &&
       !config.has_indexer()) {
     fail(
         "sparse attention and the indexer loss need the lightning indexer, which this {} model "
         "does not have",
         architecture_name(config.architecture));
+  }
+  if (options.record_indexer_recall && options.attention != AttentionMode::kDense) {
+    fail("train step: the indexer's recall is measured against dense attention (attention dense)");
   }
 }
 
@@ -181,6 +185,7 @@ TrainStepResult train_step(const ParameterBuffer& params, const TrainBatch& batc
   TrainStepResult result;
   result.expert_load.resize(static_cast<size_t>(L));
   if (options.record_topk) result.topk.resize(static_cast<size_t>(L));
+  if (options.record_indexer_recall) result.indexer_recall.resize(static_cast<size_t>(L));
 
   // Forward.
   Buffer h(size_t(N * D));

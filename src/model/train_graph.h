@@ -33,6 +33,10 @@ struct TrainStepOptions {
   // Multiplies every gradient: 1 / micro-batches for gradient accumulation.
   float grad_scale = 1.0f;
   bool record_topk = false;  // keep each layer's selected indices in the result
+  // Dense attention only (the warm-up's setting): per layer and row t, the indexer's recall of
+  // the main attention, Σ_{s ∈ top-k(I_t)} p_t[s], where p_t is the dense attention summed over
+  // heads and L1-normalised (the warm-up's target). 1 for rows with at most index_topk keys.
+  bool record_indexer_recall = false;
 };
 
 struct TrainStepResult {
@@ -47,6 +51,8 @@ struct TrainStepResult {
   std::vector<std::vector<int64_t>> expert_load;
   // Per layer with record_topk and sparse attention: [B, T, index_topk] ascending, -1 padded.
   std::vector<std::vector<int32_t>> topk;
+  // Per layer with record_indexer_recall: [B, T].
+  std::vector<std::vector<float>> indexer_recall;
 };
 
 // Runs the step. `grads` (same layout as `params`, or null for a forward-only evaluation)

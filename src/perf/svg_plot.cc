@@ -19,32 +19,6 @@ constexpr const char* kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c",
 // label below and left, and the legend on the right.
 constexpr int kLeft = 80, kRight = 200, kTop = 50, kBottom = 60;
 
-std::string escape_xml(const std::string& text) {
-  std::string out;
-  for (char ch : text) {
-    switch (ch) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        out += ch;
-    }
-  }
-  return out;
-}
-
 // "16384", "0.25", "1e+06": six significant digits, trailing zeros dropped.
 std::string tick_label(double value) { return fmt::format("{:g}", value); }
 
@@ -80,6 +54,32 @@ void check(const LineChart& chart) {
 }
 
 }  // namespace
+
+std::string escape_xml(const std::string& text) {
+  std::string out;
+  for (char ch : text) {
+    switch (ch) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        out += ch;
+    }
+  }
+  return out;
+}
 
 std::vector<double> nice_ticks(double low, double high, int target) {
   DSA_CHECK(low <= high && target >= 1, "nice_ticks({}, {}, {})", low, high, target);

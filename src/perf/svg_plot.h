@@ -33,6 +33,9 @@ std::string render_svg(const LineChart& chart);
 // Writes render_svg(chart) to `path`; throws dsa::Error if the file cannot be written.
 void write_svg(const std::filesystem::path& path, const LineChart& chart);
 
+// `text` with &, <, >, " and ' as XML entities, for SVG text and attributes.
+std::string escape_xml(const std::string& text);
+
 // Tick positions covering [low, high] with about `target` steps of 1, 2 or 5 times a power of
 // ten: the first tick <= low, the last >= high. Exposed for tests.
 std::vector<double> nice_ticks(double low, double high, int target = 5);

@@ -303,7 +303,8 @@ TrainBenchResult run_train_bench(const ParameterBuffer& params, const TrainBench
   r.flops = count_train_flops(model, config.seq, config.graph);
   const std::vector<int32_t> tokens =
       train_bench_tokens(model, config.batch, config.seq, config.seed);
-  const TrainBatch batch{.tokens = tokens, .sequences = config.batch, .seq_len = config.seq};
+  const TrainBatch batch{
+      .tokens = tokens, .sequences = config.batch, .seq_len = config.seq, .targets = {}};
   for (int i = 0; i < config.warmup + config.runs; ++i) {
     const double start = now_seconds(), cpu_start = process_cpu_seconds();
     r.losses.push_back(step(batch, i));

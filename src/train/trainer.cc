@@ -185,6 +185,8 @@ void write_plot(const fs::path& log, const fs::path& plot, const std::string& ti
   if (!train.x.empty()) chart.series.push_back(train);
   if (!heldout.x.empty()) chart.series.push_back(heldout);
   if (chart.series.empty()) return;
+  std::error_code ignored;  // write_svg says so if the folder cannot be made
+  if (plot.has_parent_path()) fs::create_directories(plot.parent_path(), ignored);
   write_svg(plot, chart);
 }
 
@@ -282,6 +284,9 @@ void run_training(const TrainerOptions& options) {
       }
       fs::resize_file(o.log, state.log_bytes);
     }
+    // A log beside the model folder (models/run.jsonl) may be the first file under models/.
+    std::error_code ignored;
+    if (o.log.has_parent_path()) fs::create_directories(o.log.parent_path(), ignored);
     log = std::fopen(o.log.string().c_str(), state.step > 0 ? "ab" : "wb");
     if (!log) fail("cannot open the log {} for writing: {}", o.log.string(), std::strerror(errno));
   }
