@@ -13,7 +13,8 @@
 //
 //   dsa eval -m DIR --data DIR [-c CTX] [--attention sparse,dense] [--tasks LIST]
 //            [--lengths 256,...] [--depths 0,0.25,...] [--trials N] [--ppl-windows N]
-//            [--recall-windows N] [--seed S] [-t N] [--json FILE] [--heatmap PREFIX]
+//            [--recall-windows N] [--seed S] [--topk K[,K2,...] [--plot FILE.svg]] [-t N]
+//            [--json FILE] [--heatmap PREFIX]
 //
 // The retrieval samples use seeds `dsa data build` never draws (their stream is the eval seed's
 // own) and, for the haystack of needles and kv_recall filler, the held-out text.
@@ -34,6 +35,7 @@
 #include "eval/causality.h"
 #include "eval/indexer_recall.h"
 #include "eval/retrieval.h"
+#include "eval_k_sweep.h"
 #include "flag_values.h"
 #include "model/forward.h"
 #include "model/train_parameters.h"
@@ -65,9 +67,11 @@ struct EvalOptions {
   std::string ppl_windows = "0";
   std::string recall_windows = "4";
   std::string seed = "1000";
+  std::string topk;  // default: the config's index_topk
   std::string threads;
   std::string json_file;
   std::string heatmap;
+  std::string plot;  // the k sweep's perplexity against k
 };
 
 std::vector<double> parse_depths(const std::string& text) {
@@ -189,7 +193,7 @@ std::string model_name(const std::string& dir) {
 
 void run_eval(const EvalOptions& o) {
   // Flags first, before anything slow is loaded.
-  const std::set<std::string> tasks = parse_tasks(o.tasks);
+  std::set<std::string> tasks = parse_tasks(o.tasks);
   std::optional<int64_t> context;
   if (!o.context.empty()) context = parse_int_flag(o.context, "-c", 2);
   std::vector<AttentionMode> modes;
@@ -205,6 +209,14 @@ void run_eval(const EvalOptions& o) {
   const int64_t ppl_windows = parse_int_flag(o.ppl_windows, "--ppl-windows", 0);
   const int64_t recall_windows = parse_int_flag(o.recall_windows, "--recall-windows", 1);
   const uint64_t seed = uint64_t(parse_int_flag(o.seed, "--seed", 0));
+  std::vector<int64_t> topks;
+  if (!o.topk.empty()) {
+    for (const std::string& item : split_commas(o.topk)) {
+      topks.push_back(parse_int_flag(item, "--topk", 1));
+    }
+  }
+  std::optional<int64_t> topk;
+  if (topks.size() == 1) topk = topks[0];
   const int threads = o.threads.empty()
                           ? ThreadPool::hardware_threads()
                           : int(std::min<int64_t>(parse_int_flag(o.threads, "-t", 1), 4096));
@@ -224,6 +236,7 @@ void run_eval(const EvalOptions& o) {
   } catch (const Error& e) {
     fail("eval: cannot load the model in {}: {}", o.model_dir, e.what());
   }
+  if (topk) model->set_index_topk(*topk);
   const ModelConfig& c = model->config();
   train::check_vocabulary(data, c.vocab_size);
   if (modes.empty()) {
@@ -252,6 +265,20 @@ void run_eval(const EvalOptions& o) {
   fmt::print("dsa eval of {} on the held-out split of {} ({} tokens), context {}, {} threads\n",
              name, o.data_dir, heldout.size(), ctx, pool.size());
   bool causality_failed = false;
+
+  if (topks.size() > 1) {  // the k sweep replaces the tasks
+    if (!c.has_indexer()) fail("--topk: the model has no lightning indexer");
+    KSweepOptions sweep;
+    sweep.model_dir = o.model_dir;
+    sweep.topks = topks;
+    sweep.context = ctx;
+    sweep.ppl_windows = ppl_windows;
+    sweep.recall_windows = recall_windows;
+    sweep.bos = data.bos_id();
+    sweep.plot = o.plot;
+    report["k_sweep"] = run_k_sweep(*model, heldout, sweep, pool);
+    tasks.clear();
+  }
 
   if (tasks.count("ppl")) {
     PerplexityConfig config;
@@ -329,7 +356,8 @@ void run_eval(const EvalOptions& o) {
   }
 
   if (tasks.count("recall") && c.has_indexer()) {
-    const ParameterBuffer params = load_parameters(o.model_dir, pool);
+    ParameterBuffer params = load_parameters(o.model_dir, pool);
+    if (topk) params = with_index_topk(params, *topk);
     eval::IndexerRecallConfig config;
     config.context = ctx;
     config.max_windows = recall_windows;
@@ -343,24 +371,27 @@ void run_eval(const EvalOptions& o) {
     bar.reset();
     fmt::print(
         "\nindexer recall of the dense attention mass, top-{} of {} keys ({} windows, rows with "
-        "more than {} keys)\n\n| layer | recall | chance k/(t+1) | fp32 vs FP8 top-k overlap |\n"
-        "|---:|---:|---:|---:|\n",
+        "more than {} keys)\n\n| layer | recall | oracle (best k keys) | chance k/(t+1) | fp32 vs "
+        "FP8 "
+        "top-k overlap |\n|---:|---:|---:|---:|---:|\n",
         c.index_topk, ctx, r.windows, c.index_topk);
     json layers = json::array();
     for (size_t l = 0; l < r.layers.size(); ++l) {
       const eval::LayerIndexerRecall& layer = r.layers[l];
-      fmt::print("| {} | {:.4f} | {:.4f} | {:.4f} |\n", l, layer.recall.mean(), layer.chance.mean(),
-                 layer.overlap.mean());
+      fmt::print("| {} | {:.4f} | {:.4f} | {:.4f} | {:.4f} |\n", l, layer.recall.mean(),
+                 layer.oracle.mean(), layer.chance.mean(), layer.overlap.mean());
       layers.push_back({{"layer", l},
                         {"recall", layer.recall.mean()},
+                        {"oracle", layer.oracle.mean()},
                         {"chance", layer.chance.mean()},
                         {"fp8_overlap", layer.overlap.mean()}});
     }
-    fmt::print("| mean | {:.4f} | {:.4f} | {:.4f} |\n", r.mean_recall(), r.mean_chance(),
-               r.mean_overlap());
+    fmt::print("| mean | {:.4f} | {:.4f} | {:.4f} | {:.4f} |\n", r.mean_recall(), r.mean_oracle(),
+               r.mean_chance(), r.mean_overlap());
     report["indexer_recall"] = {{"windows", r.windows},
                                 {"rows_per_window", r.rows_per_window},
                                 {"mean_recall", r.mean_recall()},
+                                {"mean_oracle", r.mean_oracle()},
                                 {"mean_chance", r.mean_chance()},
                                 {"mean_fp8_overlap", r.mean_overlap()},
                                 {"layers", layers}};
@@ -427,6 +458,11 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--recall-windows", o->recall_windows,
                   "Held-out windows for the indexer recall (default 4)");
   cmd->add_option("--seed", o->seed, "Seed of the retrieval samples (default 1000)");
+  cmd->add_option("--topk", o->topk,
+                  "Keys the indexer selects per row, instead of the config's index_topk; a list "
+                  "K1,K2,... runs the k sweep (sparse perplexity and recall at each k) instead of "
+                  "the tasks");
+  cmd->add_option("--plot", o->plot, "With a k sweep: draw perplexity against k as an SVG");
   cmd->add_option("-t,--threads", o->threads, "Threads (default: all hardware threads)");
   cmd->add_option("--json", o->json_file, "Also write every result as one JSON object to FILE");
   cmd->add_option("--heatmap", o->heatmap,

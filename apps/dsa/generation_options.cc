@@ -8,6 +8,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "embedded_model.h"
 
 namespace dsa::cli {
 namespace {
@@ -42,8 +43,8 @@ void read_checkpoint_with_progress(const std::filesystem::path& dir) {
 
 void add_generation_options(CLI::App* cmd, GenerationOptions& o, const std::string& n_help) {
   cmd->add_option("-m,--model", o.model_dir,
-                  "Model folder (config.json, safetensors, tokenizer.json)")
-      ->required();
+                  "Model folder (config.json, safetensors, tokenizer.json; default: the built-in "
+                  "dsa-small model)");
   cmd->add_option("-n,--n-predict", o.max_tokens, n_help);
   cmd->add_option("-c,--ctx-size", o.context,
                   "Context size in tokens (default: 4096, at most max_position_embeddings)");
@@ -73,13 +74,14 @@ LoadedModel load_model(const GenerationOptions& o) {
   for (const std::string& s : o.stop) {
     if (s.empty()) fail("--stop: a stop string may not be empty");
   }
-  if (!std::filesystem::is_directory(o.model_dir)) {
-    fail("-m: model directory {} does not exist", o.model_dir);
+  const std::string model_dir = model_dir_or_embedded(o.model_dir);
+  if (!std::filesystem::is_directory(model_dir)) {
+    fail("-m: model directory {} does not exist", model_dir);
   }
-  text::Tokenizer tokenizer = text::Tokenizer::from_model_dir(o.model_dir);
+  text::Tokenizer tokenizer = text::Tokenizer::from_model_dir(model_dir);
   auto pool = std::make_unique<ThreadPool>(o.threads);
-  read_checkpoint_with_progress(o.model_dir);
-  std::unique_ptr<Model> model = Model::load(o.model_dir, *pool);
+  read_checkpoint_with_progress(model_dir);
+  std::unique_ptr<Model> model = Model::load(model_dir, *pool);
   const int64_t max_position = model->config().max_position_embeddings;
   if (o.context > max_position) {
     fail("-c {} exceeds the model's max_position_embeddings ({})", o.context, max_position);

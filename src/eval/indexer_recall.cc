@@ -53,6 +53,9 @@ std::vector<std::vector<int32_t>> inference_topk(const Model& model,
 double IndexerRecallResult::mean_recall() const {
   return mean_over_layers(layers, &LayerIndexerRecall::recall);
 }
+double IndexerRecallResult::mean_oracle() const {
+  return mean_over_layers(layers, &LayerIndexerRecall::oracle);
+}
 double IndexerRecallResult::mean_chance() const {
   return mean_over_layers(layers, &LayerIndexerRecall::chance);
 }
@@ -135,6 +138,7 @@ IndexerRecallResult run_indexer_recall(const ParameterBuffer& params, const Mode
       LayerIndexerRecall& layer = result.layers[l];
       for (int64_t t = k; t < T; ++t) {  // rows with t + 1 > k keys
         layer.recall.add(recall.indexer_recall[l][size_t(t)]);
+        layer.oracle.add(recall.indexer_oracle_recall[l][size_t(t)]);
         layer.chance.add(double(k) / double(t + 1));
         if (!inference) continue;
         DSA_CHECK(fp32_topk[l].size() == size_t(T * k) && fp8_topk[l].size() == size_t(T * k),

@@ -8,7 +8,9 @@
 // Recall (training graph, fp32, dense attention; TrainStepOptions::record_indexer_recall): for a
 // row t with more than index_topk keys, Σ_{s ∈ top-k(I_t)} p_t[s], where p_t is the dense main
 // attention summed over heads and L1-normalised. Chance is k / (t + 1) over the same rows: the
-// expected recall of k keys picked at random, what an indexer that knows nothing gets.
+// expected recall of k keys picked at random, what an indexer that knows nothing gets. Oracle is
+// the sum of the k largest p_t[s]: what a perfect indexer would get, the ceiling that a diffuse
+// attention puts below 1.
 //
 // Selection agreement (with an inference model): over the same rows, |A ∩ B| / k between the
 // training graph's top-k (fp32 indexer, sparse attention) and the inference forward's
@@ -38,6 +40,7 @@ struct IndexerRecallConfig {
 
 struct LayerIndexerRecall {
   RunningMean recall;   // per counted row
+  RunningMean oracle;   // the best any k keys give: the sum of the row's k largest p_t[s]
   RunningMean chance;   // k / (t + 1) per counted row
   RunningMean overlap;  // |A ∩ B| / k per counted row (empty without an inference model)
 };
@@ -47,6 +50,7 @@ struct IndexerRecallResult {
   int64_t rows_per_window = 0;             // rows with more than index_topk keys
   std::vector<LayerIndexerRecall> layers;  // every layer has an indexer in V3.2
   double mean_recall() const;              // over layers (each layer's mean, equally weighted)
+  double mean_oracle() const;
   double mean_chance() const;
   double mean_overlap() const;  // NaN without an inference model
 };

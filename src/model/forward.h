@@ -73,6 +73,8 @@ class Model {
 
   const ModelConfig& config() const { return weights_->config(); }
   const ModelWeights& weights() const { return *weights_; }
+  // See ModelWeights::set_index_topk.
+  void set_index_topk(int64_t k) { weights_->set_index_topk(k); }
   float softmax_scale() const { return softmax_scale_; }
 
   // Runs `tokens` at positions cache.size() ... and appends them to `cache`. `logits` receives

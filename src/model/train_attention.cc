@@ -4,6 +4,8 @@
 // scores, selection and KL loss.
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <vector>
 
 #include "core/error.h"
 #include "model/train_internal.h"
@@ -192,7 +194,9 @@ void record_indexer_recall(const Context& c, int64_t layer, IndexerSaved& s,
   const int64_t T = d.T, k = c.config.index_topk;
   const std::vector<int32_t> selected = select_keys(c, s);
   std::vector<float>& recall = result.indexer_recall[size_t(layer)];
+  std::vector<float>& oracle = result.indexer_oracle_recall[size_t(layer)];
   recall.assign(size_t(d.N), 1.0f);
+  oracle.assign(size_t(d.N), 1.0f);
   Buffer target(size_t(T * T));
   for (int64_t b = 0; b < c.sequences; ++b) {
     attention_target(AttentionTarget<float>{.q = att.q.data() + b * T * d.H * d.qk,
@@ -206,14 +210,22 @@ void record_indexer_recall(const Context& c, int64_t layer, IndexerSaved& s,
                                             .qk_dim = d.qk,
                                             .scale = c.softmax_scale},
                      c.pool);
-    for (int64_t t = k; t < T; ++t) {  // rows t < k have at most k keys: all selected
-      const int32_t* row = selected.data() + (b * T + t) * k;
-      double mass = 0.0;
-      for (int64_t j = 0; j < k; ++j) {
-        if (row[j] >= 0) mass += target[size_t(t * T + row[j])];
+    c.pool.parallel_for(T - k, 16, [&](int64_t begin, int64_t end) {
+      std::vector<float> row_p;
+      for (int64_t t = k + begin; t < k + end; ++t) {  // rows t < k: all keys are selected
+        const int32_t* row = selected.data() + (b * T + t) * k;
+        double mass = 0.0;
+        for (int64_t j = 0; j < k; ++j) {
+          if (row[j] >= 0) mass += target[size_t(t * T + row[j])];
+        }
+        recall[size_t(b * T + t)] = float(mass);
+        row_p.assign(target.data() + t * T, target.data() + t * T + t + 1);
+        std::nth_element(row_p.begin(), row_p.begin() + (k - 1), row_p.end(), std::greater<>());
+        double best = 0.0;
+        for (int64_t j = 0; j < k; ++j) best += row_p[size_t(j)];
+        oracle[size_t(b * T + t)] = float(best);
       }
-      recall[size_t(b * T + t)] = float(mass);
-    }
+    });
   }
 }
 

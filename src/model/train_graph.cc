@@ -185,7 +185,10 @@ TrainStepResult train_step(const ParameterBuffer& params, const TrainBatch& batc
   TrainStepResult result;
   result.expert_load.resize(static_cast<size_t>(L));
   if (options.record_topk) result.topk.resize(static_cast<size_t>(L));
-  if (options.record_indexer_recall) result.indexer_recall.resize(static_cast<size_t>(L));
+  if (options.record_indexer_recall) {
+    result.indexer_recall.resize(static_cast<size_t>(L));
+    result.indexer_oracle_recall.resize(static_cast<size_t>(L));
+  }
 
   // Forward.
   Buffer h(size_t(N * D));

@@ -51,8 +51,10 @@ struct TrainStepResult {
   std::vector<std::vector<int64_t>> expert_load;
   // Per layer with record_topk and sparse attention: [B, T, index_topk] ascending, -1 padded.
   std::vector<std::vector<int32_t>> topk;
-  // Per layer with record_indexer_recall: [B, T].
+  // Per layer with record_indexer_recall: [B, T]; and the best recall any k keys could give,
+  // the sum of the k largest p_t[s] (the oracle's: what a perfect indexer would reach).
   std::vector<std::vector<float>> indexer_recall;
+  std::vector<std::vector<float>> indexer_oracle_recall;
 };
 
 // Runs the step. `grads` (same layout as `params`, or null for a forward-only evaluation)

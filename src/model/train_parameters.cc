@@ -85,6 +85,17 @@ void read_parameter(const Checkpoint& checkpoint, const TrainTensor& t, std::spa
 
 }  // namespace
 
+ParameterBuffer with_index_topk(const ParameterBuffer& params, int64_t k) {
+  ModelConfig config = params.layout().config();
+  if (!config.has_indexer()) fail("index_topk: this model has no lightning indexer");
+  if (k < 1) fail("index_topk must be at least 1, got {}", k);
+  config.index_topk = k;
+  ParameterBuffer copy(std::make_shared<const ParameterLayout>(config));
+  DSA_CHECK(copy.values().size() == params.values().size(), "index_topk changed the layout");
+  std::copy(params.values().begin(), params.values().end(), copy.values().begin());
+  return copy;
+}
+
 ParameterBuffer load_parameters(const std::filesystem::path& dir, ThreadPool& pool) {
   (void)pool;
   const ModelConfig config = load_model_config(dir);

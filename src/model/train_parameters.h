@@ -85,6 +85,10 @@ ParameterBuffer initial_parameters(const ModelConfig& config, uint64_t seed, Thr
 // (MTP layers included, though they are not loaded); any difference is a dsa::Error listing them.
 ParameterBuffer load_parameters(const std::filesystem::path& dir, ThreadPool& pool);
 
+// A copy of `params` whose config selects `k` keys per row (no tensor depends on index_topk).
+// Throws dsa::Error for k < 1 or a model without an indexer.
+ParameterBuffer with_index_topk(const ParameterBuffer& params, int64_t k);
+
 // Adds every tensor of `buffer` to `writer` under its checkpoint name with `dtype` (BF16 rounds to
 // nearest even; F32 is exact), each prefixed by `prefix` ("" for a checkpoint, "grad." etc.).
 // Only tensors for which `include` is true are added (all when it is empty). The buffer must

@@ -165,6 +165,12 @@ LayerWeights load_layer(const Reader& r, const ModelConfig& c, int64_t layer) {
 
 }  // namespace
 
+void ModelWeights::set_index_topk(int64_t k) {
+  if (!config_.has_indexer()) fail("index_topk: this model has no lightning indexer");
+  if (k < 1) fail("index_topk must be at least 1, got {}", k);
+  config_.index_topk = k;
+}
+
 std::unique_ptr<ModelWeights> ModelWeights::load(const std::filesystem::path& dir,
                                                  ThreadPool& pool) {
   auto weights = std::unique_ptr<ModelWeights>(new ModelWeights());

@@ -81,6 +81,10 @@ class ModelWeights {
 
   const ModelConfig& config() const { return config_; }
   const Checkpoint& checkpoint() const { return *checkpoint_; }
+  // Selects `k` keys per row from now on instead of the config's index_topk: no weight depends
+  // on it, so one checkpoint can be evaluated at several k (dsa eval --topk). Throws dsa::Error
+  // for k < 1 or a model without an indexer.
+  void set_index_topk(int64_t k);
 
   const bf16* embedding = nullptr;  // [vocab, hidden]
   std::vector<LayerWeights> layers;

@@ -166,10 +166,15 @@ class StatusLine {
   bool enabled_;
 };
 
-// The loss curve of the log so far: training loss per step and held-out loss where measured.
+// The loss curve of the log so far: training loss per step and held-out loss where measured, and
+// the indexer's held-out recall where the stage measures it (its values share the axis: both lie
+// in about [0, 10]).
 void write_plot(const fs::path& log, const fs::path& plot, const std::string& title) {
   std::ifstream in(log);
-  PlotSeries train{.name = "training loss"}, heldout{.name = "held-out loss", .dashed = true};
+  PlotSeries train{.name = "training loss", .x = {}, .y = {}, .color = "", .dashed = false};
+  PlotSeries heldout{.name = "held-out loss", .x = {}, .y = {}, .color = "", .dashed = true};
+  PlotSeries recall{
+      .name = "held-out indexer recall", .x = {}, .y = {}, .color = "", .dashed = false};
   std::string line;
   while (std::getline(in, line)) {
     const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
@@ -180,10 +185,18 @@ void write_plot(const fs::path& log, const fs::path& plot, const std::string& ti
       heldout.x.push_back(step);
       heldout.y.push_back(j["heldout_loss"].get<double>());
     }
+    if (j.contains("heldout_recall")) {
+      recall.x.push_back(step);
+      recall.y.push_back(j["heldout_recall"].get<double>());
+    }
   }
-  LineChart chart{.title = title, .x_label = "step", .y_label = "loss"};
+  LineChart chart{.title = title,
+                  .x_label = "step",
+                  .y_label = recall.x.empty() ? "loss" : "loss (nats) / recall",
+                  .series = {}};
   if (!train.x.empty()) chart.series.push_back(train);
   if (!heldout.x.empty()) chart.series.push_back(heldout);
+  if (!recall.x.empty()) chart.series.push_back(recall);
   if (chart.series.empty()) return;
   std::error_code ignored;  // write_svg says so if the folder cannot be made
   if (plot.has_parent_path()) fs::create_directories(plot.parent_path(), ignored);
@@ -265,11 +278,38 @@ void run_training(const TrainerOptions& options) {
   auto heldout_loss = [&]() {
     double total = 0.0;
     for (const std::vector<int32_t>& window : heldout) {
-      const TrainBatch batch{.tokens = window, .sequences = 1, .seq_len = o.seq};
+      const TrainBatch batch{.tokens = window, .sequences = 1, .seq_len = o.seq, .targets = {}};
       total += graph.lm_loss ? train_step(params, batch, graph, nullptr, pool).lm_loss
                              : train_step(params, batch, graph, nullptr, pool).indexer_loss;
     }
     return total / double(heldout.size());
+  };
+  // The stages that train the indexer also log its recall of the dense attention mass
+  // (TrainStepOptions::record_indexer_recall) over the rows with more than index_topk keys, mean
+  // over rows and layers: the warm-up's aim, measured as dsa eval does.
+  const int64_t topk = params.layout().config().index_topk;
+  const bool log_recall = graph.indexer_loss && o.seq > topk;
+  // {recall, oracle recall}: the oracle is the best any k keys could hold (train_graph.h).
+  auto heldout_recall = [&]() {
+    TrainStepOptions dense;
+    dense.attention = AttentionMode::kDense;
+    dense.lm_loss = false;
+    dense.record_indexer_recall = true;
+    double recall = 0.0, oracle = 0.0;
+    int64_t rows = 0;
+    for (const std::vector<int32_t>& window : heldout) {
+      const TrainBatch batch{.tokens = window, .sequences = 1, .seq_len = o.seq, .targets = {}};
+      const TrainStepResult r = train_step(params, batch, dense, nullptr, pool);
+      for (size_t l = 0; l < r.indexer_recall.size(); ++l) {
+        for (int64_t t = topk; t < o.seq; ++t) {
+          recall += r.indexer_recall[l][size_t(t)];
+          oracle += r.indexer_oracle_recall[l][size_t(t)];
+        }
+        rows += o.seq - topk;
+      }
+    }
+    const double n = double(std::max<int64_t>(rows, 1));
+    return std::pair{recall / n, oracle / n};
   };
 
   // The log: truncated to what the checkpoint had seen, so a resumed log has no duplicate steps.
@@ -318,8 +358,10 @@ void run_training(const TrainerOptions& options) {
     std::vector<TrainBatch> micro(size_t(o.grad_accum));
     for (int64_t a = 0; a < o.grad_accum; ++a) {
       sampler.next(tokens[static_cast<size_t>(a)]);
-      micro[static_cast<size_t>(a)] = {
-          .tokens = tokens[static_cast<size_t>(a)], .sequences = o.batch, .seq_len = o.seq};
+      micro[static_cast<size_t>(a)] = {.tokens = tokens[static_cast<size_t>(a)],
+                                       .sequences = o.batch,
+                                       .seq_len = o.seq,
+                                       .targets = {}};
     }
     const StepStats stats =
         run_optimizer_step(params, grads, optimizer, micro, step_settings, step, pool);
@@ -342,6 +384,11 @@ void run_training(const TrainerOptions& options) {
     const bool last = state.step == o.steps;
     if (!heldout.empty() && ((o.eval_every > 0 && state.step % o.eval_every == 0) || last)) {
       line["heldout_loss"] = heldout_loss();
+      if (log_recall) {
+        const auto [recall, oracle] = heldout_recall();
+        line["heldout_recall"] = recall;
+        line["heldout_oracle_recall"] = oracle;
+      }
     }
     if (log) {
       const std::string text = line.dump() + "\n";

@@ -102,6 +102,7 @@ TEST_F(EvalCli, EveryTaskInBothModes) {
   ASSERT_EQ(recall.at("layers").size(), 2u);
   for (const json& layer : recall.at("layers")) {
     EXPECT_GT(layer.at("recall").get<double>(), 0.0);
+    EXPECT_LE(layer.at("recall").get<double>(), layer.at("oracle").get<double>() + 1e-6);
     EXPECT_LE(layer.at("recall").get<double>(), 1.0 + 1e-6);
     EXPECT_GE(layer.at("fp8_overlap").get<double>(), 0.0);
   }
@@ -113,6 +114,33 @@ TEST_F(EvalCli, EveryTaskInBothModes) {
   }
   EXPECT_NE(r.out.find("passkey (sparse)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("indexer recall"), std::string::npos) << r.out;
+}
+
+TEST_F(EvalCli, TopkSweep) {
+  const auto r = test::run_dsa(base_args() +
+                               " --topk 8,64,256 --ppl-windows 2 --recall-windows 1 "
+                               "--json " +
+                               path("sweep.json") + " --plot " + path("sweep.svg"));
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  const json sweep = json::parse(test::read_text_file(path("sweep.json"))).at("k_sweep");
+  ASSERT_EQ(sweep.at("points").size(), 3u);
+  const double dense = sweep.at("dense_ppl").get<double>();
+  EXPECT_TRUE(std::isfinite(dense));
+  double last_recall = 0;
+  for (const json& p : sweep.at("points")) {
+    EXPECT_TRUE(std::isfinite(p.at("ppl").get<double>())) << p.dump();
+    if (p.at("k") == 256) {  // every row has at most k keys: the same attention as dense
+      EXPECT_FALSE(p.contains("recall"));
+      EXPECT_NEAR(p.at("ppl").get<double>(), dense, 1e-3 * dense);
+      continue;
+    }
+    const double recall = p.at("recall").get<double>();
+    EXPECT_LE(recall, p.at("oracle").get<double>() + 1e-6);
+    EXPECT_GT(recall, last_recall);  // more keys from the same scores hold more mass
+    last_recall = recall;
+  }
+  EXPECT_TRUE(fs::exists(path("sweep.svg")));
+  EXPECT_EQ(json::parse(test::read_text_file(path("sweep.json"))).count("retrieval"), 0u);
 }
 
 TEST_F(EvalCli, BadInputIsAClearError) {

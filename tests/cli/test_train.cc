@@ -602,9 +602,15 @@ TEST_F(TrainCli, WarmupTrainsOnlyTheIndexersThenSparseRuns) {
       "--lr 1e-2 --weight-decay 1 -t 2",
       reference().string(), path("data").string(), warm.string(), path("warm.jsonl").string())));
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  for (const nlohmann::json& line : read_log(path("warm.jsonl"))) {
+  const std::vector<nlohmann::json> warm_log = read_log(path("warm.jsonl"));
+  for (const nlohmann::json& line : warm_log) {
     EXPECT_GT(line.at("loss").get<double>(), 0.0);  // the indexer KL
   }
+  // The last step is evaluated: the stages that train the indexer log its held-out recall.
+  ASSERT_FALSE(warm_log.empty());
+  const double warm_recall = warm_log.back().at("heldout_recall").get<double>();
+  EXPECT_GT(warm_recall, 0.0);
+  EXPECT_LE(warm_recall, warm_log.back().at("heldout_oracle_recall").get<double>() + 1e-6);
   const SafetensorsFile before(reference() / "model.safetensors");
   const SafetensorsFile after(warm / "model.safetensors");
   ASSERT_EQ(before.tensors().size(), after.tensors().size());
@@ -633,6 +639,8 @@ TEST_F(TrainCli, WarmupTrainsOnlyTheIndexersThenSparseRuns) {
     EXPECT_TRUE(std::isfinite(line.at("loss").get<double>()));
     EXPECT_GT(line.at("indexer_loss").get<double>(), 0.0);
   }
+  EXPECT_GT(lines.back().at("heldout_recall").get<double>(), 0.0);
+  EXPECT_FALSE(read_log(reference_log()).back().contains("heldout_recall"));  // dense stage
   EXPECT_TRUE(fs::exists(sparse / "model.safetensors"));
 }
 

@@ -3,6 +3,7 @@
 // on a model whose weights both paths share, and the errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -66,6 +67,9 @@ TEST_F(IndexerRecallTest, RecallChanceAndOverlap) {
     EXPECT_GT(layer.recall.mean(), 0.0);
     EXPECT_LE(layer.recall.mean(), 1.0 + 1e-6);
     EXPECT_NEAR(layer.chance.mean(), chance, 1e-12);
+    // No selection of k keys holds more mass than the k largest.
+    EXPECT_LE(layer.recall.mean(), layer.oracle.mean() + 1e-6);
+    EXPECT_LE(layer.oracle.mean(), 1.0 + 1e-6);
     EXPECT_GE(layer.overlap.mean(), 0.0);
     EXPECT_LE(layer.overlap.mean(), 1.0);
   }
@@ -88,12 +92,17 @@ TEST_F(IndexerRecallTest, PerRowRecallIsOneUpToTopkAndAMassBeyond) {
   options.record_indexer_recall = true;
   const TrainStepResult r = train_step(*params_, batch, options, nullptr, pool_);
   ASSERT_EQ(int64_t(r.indexer_recall.size()), config_.num_hidden_layers);
-  for (const std::vector<float>& layer : r.indexer_recall) {
+  ASSERT_EQ(r.indexer_oracle_recall.size(), r.indexer_recall.size());
+  for (size_t l = 0; l < r.indexer_recall.size(); ++l) {
+    const std::vector<float>& layer = r.indexer_recall[l];
+    const std::vector<float>& oracle = r.indexer_oracle_recall[l];
     ASSERT_EQ(layer.size(), 48u);
+    ASSERT_EQ(oracle.size(), 48u);
     for (int64_t t = 0; t < 48; ++t) {
       if (t < config_.index_topk) {
         EXPECT_EQ(layer[size_t(t)], 1.0f) << t;
       } else {
+        EXPECT_LE(layer[size_t(t)], oracle[size_t(t)] + 1e-6f) << t;
         EXPECT_GT(layer[size_t(t)], 0.0f) << t;
         EXPECT_LT(layer[size_t(t)], 1.0f) << t;  // some mass is on the keys left out
       }
@@ -101,6 +110,36 @@ TEST_F(IndexerRecallTest, PerRowRecallIsOneUpToTopkAndAMassBeyond) {
   }
   options.attention = AttentionMode::kSparse;
   EXPECT_THROW(train_step(*params_, batch, options, nullptr, pool_), Error);
+}
+
+TEST_F(IndexerRecallTest, TopkOverrideChangesOnlyTheSelection) {
+  const ParameterBuffer wide = with_index_topk(*params_, 32);
+  EXPECT_EQ(wide.layout().config().index_topk, 32);
+  EXPECT_TRUE(std::equal(wide.values().begin(), wide.values().end(), params_->values().begin()));
+  model_->set_index_topk(32);
+  EXPECT_EQ(model_->config().index_topk, 32);
+  // Twice the keys from the same scores: a superset of the top-16, so no row's recall drops.
+  const TrainBatch batch{
+      .tokens = std::span(tokens_).first(64), .sequences = 1, .seq_len = 64, .targets = {}};
+  TrainStepOptions options;
+  options.lm_loss = false;
+  options.record_indexer_recall = true;
+  const TrainStepResult r16 = train_step(*params_, batch, options, nullptr, pool_);
+  const TrainStepResult r32 = train_step(wide, batch, options, nullptr, pool_);
+  int64_t higher = 0;
+  for (size_t l = 0; l < r16.indexer_recall.size(); ++l) {
+    for (size_t t = 32; t < 64; ++t) {
+      EXPECT_GE(r32.indexer_recall[l][t], r16.indexer_recall[l][t] - 1e-6f) << l << " " << t;
+      higher += r32.indexer_recall[l][t] > r16.indexer_recall[l][t] ? 1 : 0;
+    }
+  }
+  EXPECT_GT(higher, 0);
+  IndexerRecallConfig config;
+  config.context = 64;
+  config.max_windows = 1;
+  EXPECT_EQ(run_indexer_recall(wide, model_.get(), tokens_, config, pool_).rows_per_window, 32);
+  EXPECT_THROW(with_index_topk(*params_, 0), Error);
+  EXPECT_THROW(model_->set_index_topk(0), Error);
 }
 
 TEST_F(IndexerRecallTest, BadSettingsAreErrors) {

@@ -1,0 +1,129 @@
+#include "embedded_model.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <system_error>
+
+#include "core/error.h"
+
+// The bytes, placed by the assembler (DSA_EMBEDDED_MODEL_DIR is set by apps/CMakeLists.txt when
+// the build embeds a model). Each file gets a begin and an end symbol in .rodata.
+#ifdef DSA_EMBEDDED_MODEL_DIR
+#define DSA_INCBIN(symbol, file)                                                       \
+  __asm__(".section .rodata\n.balign 64\n.global " #symbol "_begin\n" #symbol          \
+          "_begin:\n.incbin \"" DSA_EMBEDDED_MODEL_DIR "/" file "\"\n.global " #symbol \
+          "_end\n" #symbol "_end:\n.byte 0\n.previous\n");                             \
+  extern "C" const std::byte symbol##_begin[];                                         \
+  extern "C" const std::byte symbol##_end[];
+DSA_INCBIN(dsa_embedded_config, "config.json")
+DSA_INCBIN(dsa_embedded_weights, "model.safetensors")
+DSA_INCBIN(dsa_embedded_tokenizer, "tokenizer.json")
+#endif
+
+namespace dsa::cli {
+namespace fs = std::filesystem;
+namespace {
+
+// 64-bit FNV-1a over every file's name and bytes: the cache folder's version.
+uint64_t fingerprint(const std::vector<EmbeddedFile>& files) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  const auto add = [&h](std::span<const std::byte> bytes) {
+    for (std::byte b : bytes) h = (h ^ uint64_t(b)) * 0x100000001b3ull;
+  };
+  for (const EmbeddedFile& f : files) {
+    add(std::as_bytes(std::span(f.name)));
+    add(f.bytes);
+  }
+  return h;
+}
+
+fs::path cache_root() {
+  if (const char* dir = std::getenv("DSA_CACHE_DIR"); dir && *dir) return dir;
+  if (const char* dir = std::getenv("XDG_CACHE_HOME"); dir && *dir) return fs::path(dir) / "dsa";
+  if (const char* home = std::getenv("HOME"); home && *home) {
+    return fs::path(home) / ".cache" / "dsa";
+  }
+  fail(
+      "no -m given, and there is no cache folder to unpack the built-in model into (set "
+      "DSA_CACHE_DIR, XDG_CACHE_HOME or HOME, or pass -m DIR)");
+}
+
+bool complete(const fs::path& dir, const std::vector<EmbeddedFile>& files) {
+  for (const EmbeddedFile& f : files) {
+    std::error_code error;
+    if (fs::file_size(dir / f.name, error) != f.bytes.size() || error) return false;
+  }
+  return true;
+}
+
+void write_file(const fs::path& path, std::span<const std::byte> bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+  out.close();
+  if (!out) fail("cannot write {} (pass -m DIR to use a model folder instead)", path.string());
+}
+
+}  // namespace
+
+std::vector<EmbeddedFile> embedded_model_files() {
+#ifdef DSA_EMBEDDED_MODEL_DIR
+  const auto span = [](const std::byte* begin, const std::byte* end) {
+    return std::span<const std::byte>(begin, size_t(end - begin));
+  };
+  return {{"config.json", span(dsa_embedded_config_begin, dsa_embedded_config_end)},
+          {"model.safetensors", span(dsa_embedded_weights_begin, dsa_embedded_weights_end)},
+          {"tokenizer.json", span(dsa_embedded_tokenizer_begin, dsa_embedded_tokenizer_end)}};
+#else
+  return {};
+#endif
+}
+
+std::string embedded_model_name() { return "dsa-small"; }
+
+fs::path embedded_model_dir() {
+  const std::vector<EmbeddedFile> files = embedded_model_files();
+  if (files.empty()) {
+    fail(
+        "no -m given, and this dsa was built without a built-in model (DSA_EMBED_MODEL=OFF or "
+        "no assets/dsa-small): pass -m DIR");
+  }
+  const fs::path dir = cache_root() / "models" /
+                       fmt::format("{}-{:016x}", embedded_model_name(), fingerprint(files));
+  if (complete(dir, files)) return dir;
+
+  // Unpack beside the final folder and rename it into place: a reader never sees half a model.
+  std::error_code error;
+  fs::create_directories(dir.parent_path(), error);
+  if (error) {
+    fail("cannot create {} for the built-in model: {} (pass -m DIR instead)",
+         dir.parent_path().string(), error.message());
+  }
+  const fs::path temp = fs::path(dir.string() + fmt::format(".tmp.{}", ::getpid()));
+  fs::remove_all(temp, error);
+  fs::create_directories(temp, error);
+  if (error) fail("cannot create {}: {}", temp.string(), error.message());
+  try {
+    for (const EmbeddedFile& f : files) write_file(temp / f.name, f.bytes);
+  } catch (...) {
+    fs::remove_all(temp, error);
+    throw;
+  }
+  fs::remove_all(dir, error);  // an incomplete folder left by an older, interrupted version
+  fs::rename(temp, dir, error);
+  if (error) {
+    fs::remove_all(temp, error);
+    if (!complete(dir, files)) {  // not a concurrent first run that got there first
+      fail("cannot move the built-in model into {} (pass -m DIR instead)", dir.string());
+    }
+  }
+  return dir;
+}
+
+std::string model_dir_or_embedded(const std::string& model_dir) {
+  return model_dir.empty() ? embedded_model_dir().string() : model_dir;
+}
+
+}  // namespace dsa::cli
