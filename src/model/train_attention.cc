@@ -192,11 +192,12 @@ void indexer_loss(const Context& c, const std::string& p, const float* a, const 
 void record_indexer_recall(const Context& c, int64_t layer, IndexerSaved& s,
                            const AttentionSaved& att, const Dims& d, TrainStepResult& result) {
   const int64_t T = d.T, k = c.config.index_topk;
-  const std::vector<int32_t> selected = select_keys(c, s);
   std::vector<float>& recall = result.indexer_recall[size_t(layer)];
   std::vector<float>& oracle = result.indexer_oracle_recall[size_t(layer)];
   recall.assign(size_t(d.N), 1.0f);
   oracle.assign(size_t(d.N), 1.0f);
+  if (T <= k) return;  // every row has at most k keys: all selected, recall 1
+  const std::vector<int32_t> selected = select_keys(c, s);
   Buffer target(size_t(T * T));
   for (int64_t b = 0; b < c.sequences; ++b) {
     attention_target(AttentionTarget<float>{.q = att.q.data() + b * T * d.H * d.qk,

@@ -108,6 +108,13 @@ TEST_F(IndexerRecallTest, PerRowRecallIsOneUpToTopkAndAMassBeyond) {
       }
     }
   }
+  // A sequence no longer than the top-k: every key of every row is selected.
+  const TrainBatch short_batch{
+      .tokens = std::span(tokens_).first(12), .sequences = 1, .seq_len = 12, .targets = {}};
+  const TrainStepResult all = train_step(*params_, short_batch, options, nullptr, pool_);
+  for (const std::vector<float>& layer : all.indexer_recall) {
+    EXPECT_EQ(layer, std::vector<float>(12, 1.0f));
+  }
   options.attention = AttentionMode::kSparse;
   EXPECT_THROW(train_step(*params_, batch, options, nullptr, pool_), Error);
 }

@@ -132,6 +132,14 @@ const Rejection kRejections[] = {
     {"no_vocab", [](json& j) { j.erase("vocab_size"); }, "missing required key 'vocab_size'"},
     {"negative_layers", [](json& j) { j["num_hidden_layers"] = -1; },
      "'num_hidden_layers' must be between 1 and"},
+    // Issue 15 item 1: a zero (parsed as unsigned) used to pass every minimum; n_group 0 then
+    // divided by zero in the checks below.
+    {"zero_groups", [](json& j) { j["n_group"] = 0; }, "'n_group' must be between 1 and"},
+    {"zero_layers", [](json& j) { j["num_hidden_layers"] = 0; },
+     "'num_hidden_layers' must be between 1 and"},
+    {"zero_heads", [](json& j) { j["num_attention_heads"] = 0; },
+     "'num_attention_heads' must be between 1 and"},
+    {"zero_topk", [](json& j) { j["index_topk"] = 0; }, "'index_topk' must be between 1 and"},
     {"groups", [](json& j) { j["n_group"] = 7; },
      "config.json: 'n_routed_experts' must be divisible by 'n_group' (256 vs 7)"},
     {"group_size", [](json& j) { j["n_group"] = 256; }, "'n_group' must leave at least 2 experts"},
