@@ -1,7 +1,9 @@
 // `dsa demo --quick` end to end into a temporary folder: it generates the quick demo model, prints
 // the table, the ASCII chart and the next steps, writes the SVG, and reuses the model on a second
-// run; bad flags and unusable model folders are clear errors. No speed is checked.
+// run; bad flags and unusable model folders are clear errors. The built-in model's sample comes
+// first (unpacked into a temporary cache). No speed is checked.
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <filesystem>
 
@@ -16,9 +18,17 @@ using test::TempDir;
 
 TEST(CliDemo, QuickRunGeneratesMeasuresAndReuses) {
   TempDir dir;
+  ::setenv("DSA_CACHE_DIR", (dir / "cache").c_str(), 1);
   const std::string model = "'" + (dir / "demo").string() + "'";
   const auto r = run_dsa("demo --quick -t 2 --model " + model);
   ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  if (DSA_HAS_EMBEDDED_MODEL) {
+    EXPECT_NE(r.out.find("The built-in model dsa-small"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("continues \"In the beginning\""), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("generation: 48 tokens"), std::string::npos) << r.out;
+  } else {
+    EXPECT_NE(r.out.find("without its built-in model"), std::string::npos) << r.out;
+  }
   EXPECT_NE(r.out.find("generating the demo model into"), std::string::npos) << r.out;
   EXPECT_TRUE(std::filesystem::exists(dir / "demo/config.json"));
   EXPECT_NE(r.out.find("index_topk 64"), std::string::npos) << r.out;
@@ -40,10 +50,12 @@ TEST(CliDemo, QuickRunGeneratesMeasuresAndReuses) {
   ASSERT_EQ(again.exit_code, 0) << again.err;
   EXPECT_EQ(again.out.find("generating the demo model"), std::string::npos) << again.out;
   EXPECT_NE(again.out.find("(generated earlier)"), std::string::npos) << again.out;
+  ::unsetenv("DSA_CACHE_DIR");
 }
 
 TEST(CliDemo, BadFlagsAndModels) {
   TempDir dir;
+  ::setenv("DSA_CACHE_DIR", (dir / "cache").c_str(), 1);  // runs that get past the flags
   const auto expect_error = [](const std::string& args, const std::string& message) {
     const auto r = run_dsa(args);
     EXPECT_EQ(r.exit_code, 1) << args << "\n" << r.err;
@@ -62,6 +74,7 @@ TEST(CliDemo, BadFlagsAndModels) {
   expect_error("demo --quick --model '" + (dir / "stray").string() + "'",
                "holds .safetensors files but no config.json");
   EXPECT_NE(run_dsa("demo --no-such-flag").exit_code, 0);  // CLI11's own parse error
+  ::unsetenv("DSA_CACHE_DIR");
 }
 
 }  // namespace
