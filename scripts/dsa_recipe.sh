@@ -62,7 +62,7 @@ for m in "$WARM" "$SPARSE"; do
 done
 
 # Cost per token against depth, sparse and dense, for this model (decode and a 512-token prefill;
-# depth 3584 + 512 = 4096, max_position_embeddings).
-$dsa bench -m "$SPARSE" -d 0,1024,2048,3584 -p 512 -n 32 -r 3 --attention sparse,dense \
+# depth 3552 + 512 + 32 = 4096, max_position_embeddings).
+$dsa bench -m "$SPARSE" -d 0,1024,2048,3552 -p 512 -n 32 -r 3 --attention sparse,dense \
   -t "$THREADS" --plot docs/images/dsa-small-cost.svg > "$OUT/bench.txt"
 echo "results in $OUT; docs/dsa-recipe.md says what they mean"
