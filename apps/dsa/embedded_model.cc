@@ -4,10 +4,10 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
 #include <system_error>
 
 #include "core/error.h"
+#include "core/safetensors_writer.h"
 
 // The bytes, placed by the assembler (DSA_EMBEDDED_MODEL_DIR is set by apps/CMakeLists.txt when
 // the build embeds a model). Each file gets a begin and an end symbol in .rodata.
@@ -59,11 +59,15 @@ bool complete(const fs::path& dir, const std::vector<EmbeddedFile>& files) {
   return true;
 }
 
+// Written durably (temp file, fsync, rename: core's atomic write), so a crash never leaves a
+// file of the right size with the wrong bytes.
 void write_file(const fs::path& path, std::span<const std::byte> bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-  out.close();
-  if (!out) fail("cannot write {} (pass -m DIR to use a model folder instead)", path.string());
+  try {
+    write_file_atomically(
+        path, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+  } catch (const Error& e) {
+    fail("{} (pass -m DIR to use a model folder instead)", e.what());
+  }
 }
 
 }  // namespace
@@ -111,7 +115,11 @@ fs::path embedded_model_dir() {
     fs::remove_all(temp, error);
     throw;
   }
-  fs::remove_all(dir, error);  // an incomplete folder left by an older, interrupted version
+  if (complete(dir, files)) {  // a concurrent first run got there first: use its copy
+    fs::remove_all(temp, error);
+    return dir;
+  }
+  fs::remove_all(dir, error);  // a damaged copy (a file of the wrong size)
   fs::rename(temp, dir, error);
   if (error) {
     fs::remove_all(temp, error);
