@@ -4,7 +4,8 @@
 #   1. the dense warm-up: only the lightning indexers train, by KL to the dense attention;
 #   2. sparse training: top-k attention on, the indexer on the selected set, the rest on LM loss;
 #   3. dsa eval of the four models (dense; sparse before the warm-up; after it; after sparse
-#      training) and a k sweep, into models/recipe/*.json and docs/images/*.svg.
+#      training), of a dense control trained as long as the sparse stage, a k sweep and
+#      dsa bench, into models/recipe/ and docs/images/.
 # Resumable: each stage continues from its last checkpoint when run again.
 #
 #   scripts/dsa_recipe.sh                         everything
@@ -42,7 +43,15 @@ $dsa train --stage sparse --init "$WARM" --data data/tokens -o "$SPARSE" \
   --warmup 5 --weight-decay 0.1 --clip 1.0 --seed 3 -t "$THREADS" --save-every 10 \
   --eval-every 10 --log "$SPARSE.jsonl" --plot "$SPARSE.svg" $(resume "$SPARSE")
 
-# 3. The four models. Retrieval: lengths 256 .. 2048, five depths, 4 samples a cell.
+# The control for sparse training: the dense model trained for the same 100 steps on the same
+# batches with the same learning rate, dense attention throughout.
+CONTROL=models/dense-cont
+$dsa train --stage dense --init "$DENSE" --data data/tokens -o "$CONTROL" \
+  --steps "$SPARSE_STEPS" --seq "$SEQ" --batch 2 --grad-accum 4 --lr 2e-4 --min-lr 2e-5 \
+  --warmup 5 --weight-decay 0.1 --clip 1.0 --seed 3 -t "$THREADS" --save-every 50 \
+  --eval-every 50 --log "$CONTROL.jsonl" $(resume "$CONTROL")
+
+# 3. The four models, and the control. Retrieval: lengths 256 .. 2048, five depths, 4 samples a cell.
 eval_model() {  # name, folder, modes
   $dsa eval -m "$2" --data data/tokens -c "$SEQ" --attention "$3" -t "$THREADS" \
     --json "$OUT/$1.json" --heatmap "$OUT/heat-$1" > "$OUT/$1.txt"
@@ -52,6 +61,8 @@ eval_model dense "$DENSE" dense
 eval_model before-warmup "$DENSE" sparse
 eval_model after-warmup "$WARM" sparse
 eval_model after-sparse "$SPARSE" sparse,dense
+$dsa eval -m "$CONTROL" --data data/tokens -c "$SEQ" --attention dense --tasks ppl \
+  -t "$THREADS" --json "$OUT/dense-continued.json" > "$OUT/dense-continued.txt"
 
 # The k sweep (k/L = 1/4, 1/8, 1/16, 1/32 at L = 2048): perplexity and indexer recall of the
 # warmed-up and the sparse-trained model at each k.
