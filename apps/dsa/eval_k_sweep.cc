@@ -78,7 +78,8 @@ nlohmann::json run_k_sweep(Model& model, std::span<const int32_t> heldout, const
     LineChart chart{.title = fmt::format("held-out perplexity against k (context {})", o.context),
                     .x_label = "k (keys per query)",
                     .y_label = "perplexity",
-                    .series = {sparse_series, dense_series}};
+                    .series = {sparse_series, dense_series},
+                    .y_from_zero = false};
     std::error_code ignored;
     if (o.plot.has_parent_path())
       std::filesystem::create_directories(o.plot.parent_path(), ignored);

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fstream>
 #include <iterator>
+#include <limits>
 
 #include "core/error.h"
 
@@ -22,9 +23,12 @@ constexpr int kLeft = 80, kRight = 200, kTop = 50, kBottom = 60;
 // "16384", "0.25", "1e+06": six significant digits, trailing zeros dropped.
 std::string tick_label(double value) { return fmt::format("{:g}", value); }
 
-// [min(0, smallest), largest] over one coordinate of every series, as nice ticks.
+// [min(0, smallest), largest] over one coordinate of every series, as nice ticks; the y axis
+// spans [smallest, largest] alone when the chart does not start it at zero.
 std::vector<double> axis_ticks(const LineChart& chart, bool x_axis) {
-  double low = 0, high = 0;
+  const bool from_zero = x_axis || chart.y_from_zero;
+  double low = from_zero ? 0 : std::numeric_limits<double>::infinity();
+  double high = from_zero ? 0 : -std::numeric_limits<double>::infinity();
   for (const PlotSeries& s : chart.series) {
     for (double v : x_axis ? s.x : s.y) {
       low = std::min(low, v);

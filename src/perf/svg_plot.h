@@ -1,6 +1,7 @@
 // A small, dependency-free SVG line chart: title, x and y axes with "nice" ticks (1, 2 or 5 times
 // a power of ten) and labels, a legend, and one polyline (with point markers) per series. Both
-// axes are linear and start at 0 unless a value is negative. Used by `dsa bench --plot`.
+// axes are linear and start at 0 unless a value is negative (or the chart asks for a y axis over
+// the data's range only). Used by `dsa bench --plot`.
 #pragma once
 
 #include <filesystem>
@@ -24,6 +25,9 @@ struct LineChart {
   std::vector<PlotSeries> series;
   int width = 760;  // pixels
   int height = 460;
+  // false: the y axis covers only the data's range (for values like perplexities near 90, whose
+  // differences a zero-based axis would flatten)
+  bool y_from_zero = true;
 };
 
 // The chart as an SVG document. Throws dsa::Error if a series has x and y of different sizes or

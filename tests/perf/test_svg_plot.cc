@@ -108,6 +108,27 @@ TEST(SvgPlot, DocumentIsWellFormed) {
   EXPECT_NE(svg.find(">6</text>"), std::string::npos);
 }
 
+TEST(SvgPlot, YAxisOverTheDataRange) {
+  LineChart chart{.title = "ppl",
+                  .x_label = "k",
+                  .y_label = "perplexity",
+                  .series = {{.name = "sparse",
+                              .x = {64, 128, 256},
+                              .y = {93.2, 92.0, 91.8},
+                              .color = "",
+                              .dashed = false}}};
+  // From zero: ticks 0 .. 100 by 20.
+  EXPECT_NE(render_svg(chart).find(">0</text>"), std::string::npos);
+  chart.y_from_zero = false;
+  const std::string svg = render_svg(chart);
+  EXPECT_EQ(xml_problem(svg), "") << svg;
+  // Only the data's range, in nice ticks: 91.5 .. 93.5 by 0.5, no 80 or 0 on the y axis (the x
+  // axis still starts at 0).
+  EXPECT_NE(svg.find(">91.5</text>"), std::string::npos) << svg;
+  EXPECT_NE(svg.find(">93.5</text>"), std::string::npos) << svg;
+  EXPECT_EQ(svg.find(">80</text>"), std::string::npos) << svg;
+}
+
 TEST(SvgPlot, PointsLieInsideThePlotArea) {
   const LineChart chart = two_series_chart();
   const std::string svg = render_svg(chart);
