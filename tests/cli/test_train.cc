@@ -564,11 +564,20 @@ TEST_F(TrainCli, NonFiniteLossStopsAndKeepsTheLastCheckpoint) {
 
 TEST_F(TrainCli, AFailedCheckpointWriteKeepsThePreviousOne) {
   const fs::path out = path("full"), log = path("full.jsonl");
-  // A first checkpoint, then the run is killed.
+  // A first checkpoint, then the run is killed, between saves: state.json lands first, then the
+  // model files, so the checkpoint is whole once the model's step is state.json's (a kill in the
+  // middle of the model files' writes made this test flaky under load).
   const pid_t pid = spawn(train_args(out, log, 3), path("full.err"));
-  // (state.json lands first, then the model files.)
   ASSERT_TRUE(kill_when(pid, [&] {
-    return fs::exists(out / "trainer/state.json") && fs::exists(out / "model.safetensors");
+    try {
+      if (!fs::exists(out / "trainer/state.json") || !fs::exists(out / "config.json")) return false;
+      const SafetensorsFile model(out / "model.safetensors");
+      const auto step = model.metadata().find("step");
+      return step != model.metadata().end() &&
+             step->second == std::to_string(checkpoint_step(out)) && temp_files(out).empty();
+    } catch (const std::exception&) {
+      return false;  // a file replaced while it was read: poll again
+    }
   }));
   const int64_t saved = checkpoint_step(out);
   ASSERT_LT(saved, kSteps);
