@@ -23,6 +23,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -123,6 +124,16 @@ std::vector<std::string> heldout_sentences(const train::TokenDataset& data,
   return sentences;
 }
 
+// A progress callback that draws `label`'s bar (on a terminal) from the first report on; `bar`
+// holds it, and resetting it draws the last frame.
+std::function<void(int64_t, int64_t)> progress_bar(std::unique_ptr<ProgressBar>& bar,
+                                                   std::string label) {
+  return [&bar, label = std::move(label)](int64_t done, int64_t total) {
+    if (!bar) bar = std::make_unique<ProgressBar>(label, total, ProgressUnit::kItems);
+    bar->update(uint64_t(done));
+  };
+}
+
 std::string depth_label(double depth) { return fmt::format("{:g}", depth); }
 
 json retrieval_json(const eval::RetrievalResult& r, const eval::RetrievalGrid& grid) {
@@ -183,12 +194,6 @@ void write_retrieval_heatmap(const std::string& prefix, const std::string& model
   std::error_code ignored;
   if (path.has_parent_path()) fs::create_directories(path.parent_path(), ignored);
   write_heatmap_svg(path, map);
-}
-
-std::string model_name(const std::string& dir) {
-  const fs::path path = fs::absolute(dir).lexically_normal();
-  return path.filename().empty() ? path.parent_path().filename().string()
-                                 : path.filename().string();
 }
 
 void run_eval(const EvalOptions& o) {
@@ -258,7 +263,7 @@ void run_eval(const EvalOptions& o) {
            c.max_position_embeddings);
     }
   }
-  const std::string name = model_name(o.model_dir);
+  const std::string name = model_folder_name(o.model_dir);
   const std::span<const int32_t> heldout = data.all(train::Split::kHeldout);
   json report = {{"model", name},  {"model_dir", o.model_dir},   {"data", o.data_dir},
                  {"context", ctx}, {"index_topk", c.index_topk}, {"threads", pool.size()}};
@@ -293,10 +298,7 @@ void run_eval(const EvalOptions& o) {
     validate(config, c, int64_t(tokens.size()));
     std::unique_ptr<ProgressBar> bar;
     const PerplexityResult r =
-        run_perplexity(*model, tokens, config, pool, [&](int64_t done, int64_t total) {
-          if (!bar) bar = std::make_unique<ProgressBar>("perplexity", total, ProgressUnit::kItems);
-          bar->update(uint64_t(done));
-        });
+        run_perplexity(*model, tokens, config, pool, progress_bar(bar, "perplexity"));
     bar.reset();
     json ppl = {{"windows", r.windows}, {"scored_per_window", r.scored_per_window}};
     fmt::print("\nheld-out perplexity: {} windows of {} tokens, the second half of each scored\n\n",
@@ -321,8 +323,10 @@ void run_eval(const EvalOptions& o) {
     report["perplexity"] = ppl;
   }
 
-  const std::vector<std::string> haystack = heldout_sentences(data, tokenizer);
-  const train::SyntheticTaskGenerator generator(tokenizer, haystack);
+  const bool retrieval =
+      tasks.count("passkey") || tasks.count("kv_recall") || tasks.count("needle");
+  const train::SyntheticTaskGenerator generator(
+      tokenizer, retrieval ? heldout_sentences(data, tokenizer) : std::vector<std::string>{});
   for (const auto& [task, kind] : {std::pair{"passkey", train::SyntheticKind::kPasskey},
                                    std::pair{"kv_recall", train::SyntheticKind::kKeyValueRecall},
                                    std::pair{"needle", train::SyntheticKind::kNeedle}}) {
@@ -340,14 +344,8 @@ void run_eval(const EvalOptions& o) {
     for (const AttentionMode mode : modes) {
       std::unique_ptr<ProgressBar> bar;
       const eval::RetrievalResult r = eval::run_retrieval(
-          *model, tokenizer, generator, grid, mode, pool, [&](int64_t done, int64_t total) {
-            if (!bar) {
-              bar = std::make_unique<ProgressBar>(
-                  fmt::format("{} {}", task, attention_mode_name(mode)), total,
-                  ProgressUnit::kItems);
-            }
-            bar->update(uint64_t(done));
-          });
+          *model, tokenizer, generator, grid, mode, pool,
+          progress_bar(bar, fmt::format("{} {}", task, attention_mode_name(mode))));
       bar.reset();
       print_retrieval(r, grid);
       report["retrieval"].push_back(retrieval_json(r, grid));
@@ -364,10 +362,7 @@ void run_eval(const EvalOptions& o) {
     config.bos = data.bos_id();
     std::unique_ptr<ProgressBar> bar;
     const eval::IndexerRecallResult r = eval::run_indexer_recall(
-        params, model.get(), heldout, config, pool, [&](int64_t done, int64_t total) {
-          if (!bar) bar = std::make_unique<ProgressBar>("recall", total, ProgressUnit::kItems);
-          bar->update(uint64_t(done));
-        });
+        params, model.get(), heldout, config, pool, progress_bar(bar, "recall"));
     bar.reset();
     fmt::print(
         "\nindexer recall of the dense attention mass, top-{} of {} keys ({} windows, rows with "

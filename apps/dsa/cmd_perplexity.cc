@@ -91,12 +91,6 @@ Input read_input(const PerplexityOptions& o, const Model& model) {
   return input;
 }
 
-std::string model_name(const std::string& dir) {
-  const fs::path path = fs::absolute(dir).lexically_normal();
-  return path.filename().empty() ? path.parent_path().filename().string()
-                                 : path.filename().string();
-}
-
 json result_json(const PerplexityResult& r, const PerplexityConfig& config, const Input& input,
                  const std::string& model, int threads) {
   json modes = json::array();
@@ -203,7 +197,7 @@ void run_perplexity_command(const PerplexityOptions& o) {
         bar->update(uint64_t(done));
       });
   bar.reset();  // the destructor draws the last frame
-  const std::string name = model_name(o.model_dir);
+  const std::string name = model_folder_name(o.model_dir);
   if (o.json) {
     fmt::print("{}\n", result_json(result, config, input, name, pool.size()).dump(2));
   } else {

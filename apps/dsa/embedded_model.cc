@@ -11,6 +11,10 @@
 
 // The bytes, placed by the assembler (DSA_EMBEDDED_MODEL_DIR is set by apps/CMakeLists.txt when
 // the build embeds a model). Each file gets a begin and an end symbol in .rodata.
+#ifndef DSA_EMBEDDED_MODEL_HASH
+#define DSA_EMBEDDED_MODEL_HASH ""  // no built-in model: embedded_model_dir() fails first
+#endif
+
 #ifdef DSA_EMBEDDED_MODEL_DIR
 #define DSA_INCBIN(symbol, file)                                                       \
   __asm__(".section .rodata\n.balign 64\n.global " #symbol "_begin\n" #symbol          \
@@ -26,19 +30,6 @@ DSA_INCBIN(dsa_embedded_tokenizer, "tokenizer.json")
 namespace dsa::cli {
 namespace fs = std::filesystem;
 namespace {
-
-// 64-bit FNV-1a over every file's name and bytes: the cache folder's version.
-uint64_t fingerprint(const std::vector<EmbeddedFile>& files) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  const auto add = [&h](std::span<const std::byte> bytes) {
-    for (std::byte b : bytes) h = (h ^ uint64_t(b)) * 0x100000001b3ull;
-  };
-  for (const EmbeddedFile& f : files) {
-    add(std::as_bytes(std::span(f.name)));
-    add(f.bytes);
-  }
-  return h;
-}
 
 fs::path cache_root() {
   if (const char* dir = std::getenv("DSA_CACHE_DIR"); dir && *dir) return dir;
@@ -94,8 +85,9 @@ fs::path embedded_model_dir() {
         "no -m given, and this dsa was built without a built-in model (DSA_EMBED_MODEL=OFF or "
         "no assets/dsa-small): pass -m DIR");
   }
+  // The version is the files' SHA-256, computed once when the build was configured.
   const fs::path dir = cache_root() / "models" /
-                       fmt::format("{}-{:016x}", embedded_model_name(), fingerprint(files));
+                       fmt::format("{}-{}", embedded_model_name(), DSA_EMBEDDED_MODEL_HASH);
   if (complete(dir, files)) return dir;
 
   // Unpack beside the final folder and rename it into place: a reader never sees half a model.

@@ -25,10 +25,11 @@ std::vector<EmbeddedFile> embedded_model_files();
 std::string embedded_model_name();  // "dsa-small"
 
 // The folder the commands load: $DSA_CACHE_DIR, else $XDG_CACHE_HOME/dsa, else $HOME/.cache/dsa,
-// then models/<name>-<16 hex digits of a hash of the files>. Written on first use (into a
-// temporary folder renamed into place, so a crash or a concurrent first run never leaves a
-// partial model) and reused while every file has the embedded size. Throws dsa::Error when the
-// binary has no embedded model or the cache cannot be written, saying how to pass -m instead.
+// then models/<name>-<16 hex digits of the files' SHA-256, taken when the build was configured>.
+// Written on first use (into a temporary folder renamed into place, so a crash or a concurrent
+// first run never leaves a partial model) and reused while every file has the embedded size. Throws
+// dsa::Error when the binary has no embedded model or the cache cannot be written, saying how to
+// pass -m instead.
 std::filesystem::path embedded_model_dir();
 
 // `model_dir` when given, else embedded_model_dir(): what -m defaults to.

@@ -1,6 +1,7 @@
 #include "flag_values.h"
 
 #include <charconv>
+#include <filesystem>
 
 #include "core/error.h"
 
@@ -37,6 +38,12 @@ std::vector<AttentionMode> parse_attention_modes(const std::string& text, std::s
     modes.push_back(parse_attention_mode(item));
   }
   return modes;
+}
+
+std::string model_folder_name(const std::string& dir) {
+  const std::filesystem::path path = std::filesystem::absolute(dir).lexically_normal();
+  return path.filename().empty() ? path.parent_path().filename().string()
+                                 : path.filename().string();
 }
 
 }  // namespace dsa::cli

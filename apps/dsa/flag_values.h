@@ -21,4 +21,7 @@ std::vector<std::string> split_commas(const std::string& text);
 // item.
 std::vector<AttentionMode> parse_attention_modes(const std::string& text, std::string_view flag);
 
+// A model folder's name for reports: its last path component ("models/dsa-small/" -> "dsa-small").
+std::string model_folder_name(const std::string& dir);
+
 }  // namespace dsa::cli

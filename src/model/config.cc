@@ -57,11 +57,10 @@ class KeyReader {
     }
     // nlohmann stores every non-negative integer as unsigned: both bounds apply to it too (a 0
     // must not pass a minimum of 1, or "n_group": 0 divides by zero later).
-    const bool in_range =
-        value->is_number_unsigned()
-            ? value->get<uint64_t>() <= uint64_t(max) &&
-                  (min <= 0 || value->get<uint64_t>() >= uint64_t(min))
-            : value->get<int64_t>() >= min && value->get<int64_t>() <= max;
+    const bool in_range = value->is_number_unsigned()
+                              ? value->get<uint64_t>() <= uint64_t(max) &&
+                                    (min <= 0 || value->get<uint64_t>() >= uint64_t(min))
+                              : value->get<int64_t>() >= min && value->get<int64_t>() <= max;
     if (!in_range) {
       fail("{}: '{}' must be between {} and {}, got {}", source_, name(key), min, max,
            value->dump());
