@@ -27,6 +27,7 @@
 #include "flag_values.h"
 #include "model/forward.h"
 #include "model/tensor_layout.h"
+#include "ops/gemm/sgemm.h"
 #include "perf/attention_bench.h"
 #include "perf/machine_peaks.h"
 #include "perf/model_bench.h"
@@ -413,6 +414,7 @@ struct BenchTrainOptions {
   bool torch = false;
   bool json = false;
   bool no_breakdown = false;
+  bool recompute = false;
 };
 
 // Removes a folder when it goes out of scope (the PyTorch baseline's inputs).
@@ -431,6 +433,7 @@ void append(std::vector<double>& to, const std::vector<double>& from) {
 void run_bench_train(const BenchTrainOptions& o) {
   TrainBenchConfig config;
   config.graph = train_bench_stage(o.stage);
+  config.graph.recompute_layers = o.recompute;
   config.seq = parse_int_flag(o.seq, "--seq", 2);
   config.batch = parse_int_flag(o.batch, "--batch", 1);
   config.runs = int(std::min<int64_t>(parse_int_flag(o.runs, "--runs", 1), 1000));
@@ -536,6 +539,9 @@ void run_bench_train(const BenchTrainOptions& o) {
   report.architecture = std::string(architecture_name(model.architecture));
   report.params = count_parameters(model).main_model;
   report.stage = o.stage;
+  report.recompute = o.recompute;
+  report.peak_rss = peak_rss_bytes();
+  report.sgemm = sgemm_implementation();
   report.threads = pool.size();
   report.cpu = cpu_model_name();
   report.simd_target = simd_target_name();
@@ -586,6 +592,8 @@ CLI::App* add_bench_train(CLI::App* bench, const std::shared_ptr<BenchModelOptio
                   "takes a few seconds)");
   cmd->add_flag("--no-breakdown", o->no_breakdown,
                 "Skip the forward / backward / matrix-product breakdown");
+  cmd->add_flag("--recompute", o->recompute,
+                "Recompute each layer's forward in the backward, as `dsa train --recompute`");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of the report");
   cmd->callback([o, model] {
     if (!model->model_dir.empty()) {

@@ -61,6 +61,9 @@ void register_train(CLI::App& app) {
                   "MoE router bias update speed of aux-loss-free balancing (default 0.001)");
   cmd->add_option("--balance-alpha", o.balance_alpha,
                   "Weight of the sequence-wise MoE balance loss (default 0: off)");
+  cmd->add_flag("--recompute", o.recompute,
+                "Recompute each layer's forward in the backward: activation memory of one layer "
+                "plus the layer inputs, for about a third more compute; the same numbers");
   cmd->add_option("--tokenizer", args->tokenizer,
                   "tokenizer.json to ship with the model (default: the data's)");
   cmd->callback([args] {

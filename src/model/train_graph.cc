@@ -161,6 +161,41 @@ struct LayerSaved {
   FfnSaved ffn;
 };
 
+// Decoder layer l on the residual stream h [N, D] (updated in place), keeping what its backward
+// reads in `s`; `branch` is [N, D] scratch.
+void layer_forward(const Context& c, int64_t l, Buffer& h, LayerSaved& s, Buffer& branch,
+                   TrainStepResult& result) {
+  const int64_t N = c.rows(), D = c.config.hidden_size;
+  const std::string p = layer_prefix(l);
+  s.h_in = h;
+  s.rstd_attn.resize(static_cast<size_t>(N));
+  s.a.resize(size_t(N * D));
+  rms_norm(c, h.data(), N, D, c.param(p + "input_layernorm.weight"), s.a.data(),
+           s.rstd_attn.data());
+  attention_forward(c, l, s.a.data(), branch.data(), s.attention, result);
+  add_to(c.pool, h.data(), branch.data(), N * D);
+  s.h_mid = h;
+  s.rstd_ffn.resize(static_cast<size_t>(N));
+  s.f.resize(size_t(N * D));
+  rms_norm(c, h.data(), N, D, c.param(p + "post_attention_layernorm.weight"), s.f.data(),
+           s.rstd_ffn.data());
+  ffn_forward(c, l, s.f.data(), branch.data(), s.ffn, result);
+  add_to(c.pool, h.data(), branch.data(), N * D);
+}
+
+// A result to receive what a recomputed layer forward reports (losses, loads, recalls), which
+// the first forward already counted.
+TrainStepResult scratch_result(const ModelConfig& config, const TrainStepOptions& options) {
+  TrainStepResult r;
+  const size_t L = static_cast<size_t>(config.num_hidden_layers);
+  r.expert_load.resize(L);
+  if (options.record_indexer_recall) {
+    r.indexer_recall.resize(L);
+    r.indexer_oracle_recall.resize(L);
+  }
+  return r;
+}
+
 }  // namespace
 
 TrainStepResult train_step(const ParameterBuffer& params, const TrainBatch& batch,
@@ -201,24 +236,28 @@ TrainStepResult train_step(const ParameterBuffer& params, const TrainBatch& batc
                           pool);
   std::vector<LayerSaved> saved(static_cast<size_t>(L));
   Buffer branch(size_t(N * D));
+  // With recomputation only each layer's input survives the forward; the backward runs the
+  // layer's forward again (the same operations, so the same bits) just before its backward.
+  const bool recompute = options.recompute_layers && grads != nullptr;
+  // The replayed forward skips what the first one already added: the indexer's loss, whose
+  // gradient it writes in the forward (its inputs are detached), and the recall records.
+  TrainStepOptions replay_options = options;
+  replay_options.indexer_loss = false;
+  replay_options.record_indexer_recall = false;
+  const Context replay{.config = config,
+                       .params = params,
+                       .grads = grads,
+                       .options = replay_options,
+                       .rope = rope_table,
+                       .softmax_scale = c.softmax_scale,
+                       .sequences = c.sequences,
+                       .seq_len = c.seq_len,
+                       .pool = pool};
   for (int64_t l = 0; l < L; ++l) {
     LayerSaved& s = saved[static_cast<size_t>(l)];
-    const std::string p = layer_prefix(l);
-    s.h_in = h;
-    s.rstd_attn.resize(static_cast<size_t>(N));
-    s.a.resize(size_t(N * D));
-    rms_norm(c, h.data(), N, D, c.param(p + "input_layernorm.weight"), s.a.data(),
-             s.rstd_attn.data());
-    attention_forward(c, l, s.a.data(), branch.data(), s.attention, result);
-    add_to(pool, h.data(), branch.data(), N * D);
-    s.h_mid = h;
-    s.rstd_ffn.resize(static_cast<size_t>(N));
-    s.f.resize(size_t(N * D));
-    rms_norm(c, h.data(), N, D, c.param(p + "post_attention_layernorm.weight"), s.f.data(),
-             s.rstd_ffn.data());
-    ffn_forward(c, l, s.f.data(), branch.data(), s.ffn, result);
-    add_to(pool, h.data(), branch.data(), N * D);
+    layer_forward(c, l, h, s, branch, result);
     if (options.record_topk) result.topk[static_cast<size_t>(l)] = s.attention.indices;
+    if (recompute && l + 1 < L) s = LayerSaved{.h_in = std::move(s.h_in)};  // last: kept
   }
   Buffer rstd_final(static_cast<size_t>(N)), normed(size_t(N * D));
   rms_norm(c, h.data(), N, D, c.param("model.norm.weight"), normed.data(), rstd_final.data());
@@ -264,6 +303,11 @@ TrainStepResult train_step(const ParameterBuffer& params, const TrainBatch& batc
   for (int64_t l = L - 1; l >= 0; --l) {
     LayerSaved& s = saved[static_cast<size_t>(l)];
     const std::string p = layer_prefix(l);
+    if (recompute && l + 1 < L) {
+      Buffer h_layer = std::move(s.h_in);
+      TrainStepResult scratch = scratch_result(config, options);
+      layer_forward(replay, l, h_layer, s, dbranch, scratch);
+    }
     std::fill(dbranch.begin(), dbranch.end(), 0.0f);
     ffn_backward(c, l, s.f.data(), dh.data(), s.ffn, dbranch.data());
     rms_norm_back(c, s.h_mid.data(), N, D, c.param(p + "post_attention_layernorm.weight"),

@@ -37,6 +37,10 @@ struct TrainStepOptions {
   // the main attention, Σ_{s ∈ top-k(I_t)} p_t[s], where p_t is the dense attention summed over
   // heads and L1-normalised (the warm-up's target). 1 for rows with at most index_topk keys.
   bool record_indexer_recall = false;
+  // Keep only each layer's input from the forward and recompute the layer before its backward:
+  // activation memory of one layer instead of all, for about one more forward pass of compute.
+  // Results are bit-identical either way.
+  bool recompute_layers = false;
 };
 
 struct TrainStepResult {

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/float_formats.h"
+#include "core/progress.h"
 #include "core/safetensors_writer.h"
 #include "model/presets.h"
 #include "model/tensor_layout.h"
@@ -538,19 +539,20 @@ std::string format_train_report(const TrainBenchReport& rep) {
   const double peak = rep.peaks.fp32_flops_per_second;
   const double step_flops = r.step_flops();
   std::string out;
-  out += fmt::format("dsa {} (commit {}), {}, {} threads, SIMD target {}\n", rep.version,
-                     rep.commit, rep.cpu, rep.threads, rep.simd_target);
+  out += fmt::format("dsa {} (commit {}), {}, {} threads, SIMD target {}, sgemm {}\n", rep.version,
+                     rep.commit, rep.cpu, rep.threads, rep.simd_target, rep.sgemm);
   out += fmt::format("fp32 FMA peak {:.1f} GFLOP/s ({}); load average (1 min) {:.2f}\n",
                      peak * 1e-9, rep.peak_given ? "given" : "measured", rep.load_average);
   out += fmt::format(
       "model {} ({}): {} parameters, {} active per token in matrix products{}; stage {}, "
-      "{} tokens per step\n",
+      "{} tokens per step{}; peak RSS {}\n",
       rep.model, rep.architecture, millions(double(rep.params)),
       millions(double(r.flops.active_params)),
       r.flops.indexer_params
           ? fmt::format(" + {} indexer", millions(double(r.flops.indexer_params)))
           : "",
-      rep.stage, r.tokens_per_step);
+      rep.stage, r.tokens_per_step, rep.recompute ? ", layers recomputed in the backward" : "",
+      format_bytes(rep.peak_rss));
   out += fmt::format(
       "model FLOP per token {} = matmul {} + attention {} + indexer {}; {:.2f} GFLOP per step\n\n",
       millions(r.flops.total()), millions(r.flops.matmul), millions(r.flops.attention),
@@ -630,6 +632,9 @@ json train_report_json(const TrainBenchReport& rep) {
             {"architecture", rep.architecture},
             {"n_params", rep.params},
             {"stage", rep.stage},
+            {"recompute", rep.recompute},
+            {"peak_rss_bytes", rep.peak_rss},
+            {"sgemm", rep.sgemm},
             {"threads", rep.threads},
             {"tokens_per_step", r.tokens_per_step},
             {"warmup", r.warmup},

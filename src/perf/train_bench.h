@@ -177,8 +177,11 @@ struct TrainBenchReport {
   std::string architecture;
   int64_t params = 0;  // main-model parameters
   std::string stage;
+  bool recompute = false;  // TrainStepOptions::recompute_layers
   int threads = 0;
   std::string cpu, simd_target, version, commit;
+  std::string sgemm;      // sgemm_implementation(): the training products' kernel
+  uint64_t peak_rss = 0;  // this process's peak resident memory (the dsa steps; torch runs apart)
   double load_average = -1;
   MachinePeaks peaks;
   bool peak_given = false;  // --peak-gflops instead of a measurement

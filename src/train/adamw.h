@@ -1,6 +1,7 @@
 // AdamW with decoupled weight decay, bias correction and global-norm gradient clipping, over the
 // flat fp32 buffers of train_parameters.h (docs/training-engine.md, "Optimizer"). Matches
-// PyTorch's torch.optim.AdamW; the per-element update is computed in double and stored in fp32.
+// PyTorch's torch.optim.AdamW; the per-element update is computed in double and stored in fp32
+// (adamw_update.h).
 #pragma once
 
 #include <cstdint>
@@ -45,12 +46,16 @@ class AdamW {
   int64_t steps_ = 0;
 };
 
-// The L2 norm of the gradients of `tensors` (indices into the layout), summed in double in a
-// fixed order, so it does not depend on the thread count.
-double gradient_norm(const ParameterBuffer& grads, const std::vector<size_t>& tensors);
+// The L2 norm of the gradients of `tensors` (indices into the layout), summed in double on the
+// pool in a fixed order of fixed blocks, so it does not depend on the thread count.
+double gradient_norm(const ParameterBuffer& grads, const std::vector<size_t>& tensors,
+                     ThreadPool& pool);
 
 // Scales every gradient of `tensors` by clip / (norm + 1e-6) when norm > clip (clip > 0).
 void clip_gradients(ParameterBuffer& grads, const std::vector<size_t>& tensors, double norm,
-                    double clip);
+                    double clip, ThreadPool& pool);
+
+// Sets every gradient to zero, on the pool (760 MB for the small preset).
+void zero_gradients(ParameterBuffer& grads, ThreadPool& pool);
 
 }  // namespace dsa::train

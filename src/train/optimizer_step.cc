@@ -13,7 +13,7 @@ StepStats run_optimizer_step(ParameterBuffer& params, ParameterBuffer& grads, Ad
                              const StepSettings& settings, int64_t step, ThreadPool& pool) {
   DSA_CHECK(!micro_batches.empty(), "an optimizer step needs a micro-batch");
   const ModelConfig& config = params.layout().config();
-  grads.zero();
+  zero_gradients(grads, pool);
   StepStats stats;
   TrainStepOptions graph = settings.graph;
   graph.grad_scale = 1.0f / float(micro_batches.size());
@@ -35,14 +35,14 @@ StepStats run_optimizer_step(ParameterBuffer& params, ParameterBuffer& grads, Ad
     fail("the loss is {} at step {}: stopping (the last checkpoint written is kept as it was)",
          tracked, step + 1);
   }
-  stats.grad_norm = gradient_norm(grads, optimizer.updated_tensors());
+  stats.grad_norm = gradient_norm(grads, optimizer.updated_tensors(), pool);
   if (!std::isfinite(stats.grad_norm)) {
     fail(
         "the gradient norm is {} at step {}: stopping (the last checkpoint written is kept as "
         "it was)",
         stats.grad_norm, step + 1);
   }
-  clip_gradients(grads, optimizer.updated_tensors(), stats.grad_norm, settings.clip);
+  clip_gradients(grads, optimizer.updated_tensors(), stats.grad_norm, settings.clip, pool);
   stats.lr = learning_rate(settings.schedule, step);
   optimizer.step(params, grads, stats.lr, pool);
   if (graph.lm_loss && settings.bias_update_rate > 0.0) {

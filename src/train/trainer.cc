@@ -76,8 +76,9 @@ InitialModel initial_model(const TrainerOptions& o, ThreadPool& pool) {
   return {.params = initial_parameters(config, o.seed, pool), .tokenizer = std::nullopt};
 }
 
-TrainStepOptions graph_options(Stage stage, float balance_alpha) {
+TrainStepOptions graph_options(Stage stage, float balance_alpha, bool recompute) {
   TrainStepOptions g;
+  g.recompute_layers = recompute;
   g.attention = stage == Stage::kSparse ? AttentionMode::kSparse : AttentionMode::kDense;
   g.lm_loss = stage != Stage::kWarmup;
   g.indexer_loss = stage != Stage::kDense;
@@ -85,7 +86,9 @@ TrainStepOptions graph_options(Stage stage, float balance_alpha) {
   return g;
 }
 
-// The flags that decide the numbers; a resume must repeat them.
+// The flags that decide the numbers; a resume must repeat them. The thread count and
+// --recompute are not among them: neither changes a bit of a step (tests/model/
+// test_train_graph.cc, *IsTheSameForAnyThreadCount and RecomputationChangesNoBit).
 nlohmann::json run_settings(const TrainerOptions& o, const ModelConfig& config) {
   return {{"stage", stage_name(o.stage)},
           {"init", o.init},
@@ -238,7 +241,7 @@ void run_training(const TrainerOptions& options) {
          tokenizer->string(), o.data.string());
   }
 
-  const TrainStepOptions graph = graph_options(o.stage, o.balance_alpha);
+  const TrainStepOptions graph = graph_options(o.stage, o.balance_alpha, o.recompute);
   const bool indexer_only = o.stage == Stage::kWarmup;
   AdamW optimizer(init.params.shared_layout(), o.adamw, [&](const TrainTensor& t) {
     return indexer_only ? t.spec.module == Module::kIndexer : true;

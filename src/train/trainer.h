@@ -45,6 +45,7 @@ struct TrainerOptions {
   int64_t eval_windows = 16;   // held-out windows of `seq` tokens per evaluation
   double bias_update_rate = 1e-3;
   float balance_alpha = 0.0f;
+  bool recompute = false;  // TrainStepOptions::recompute_layers: less memory, same numbers
   std::optional<std::filesystem::path> tokenizer;  // copied into the output (default: the data's)
 };
 

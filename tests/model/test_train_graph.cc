@@ -197,6 +197,87 @@ void expect_causal(AttentionMode mode) {
 TEST(TrainGraph, CausalDense) { expect_causal(AttentionMode::kDense); }
 TEST(TrainGraph, CausalSparse) { expect_causal(AttentionMode::kSparse); }
 
+// Every product runs in blocks fixed by the shapes and every reduction sums in a fixed order,
+// so a step's losses and gradients are bit-identical for any thread count (and a run may be
+// resumed with another -t). 2 × 300 tokens: more than one 256-row block of every product.
+void expect_thread_count_independent(const TrainStepOptions& options) {
+  ModelConfig config = micro_config();
+  config.max_position_embeddings = 512;
+  config.rope_scaling->original_max_position_embeddings = 128;
+  validate_model_config(config, "micro-512");
+  const int64_t sequences = 2, T = 300;
+  const std::vector<int32_t> tokens = random_tokens(sequences * T, config.vocab_size, 21);
+  const TrainBatch batch{.tokens = tokens, .sequences = sequences, .seq_len = T};
+  std::vector<TrainStepResult> results;
+  std::vector<ParameterBuffer> grads;
+  for (int threads : {1, 2, 3}) {
+    ThreadPool pool(threads);
+    const ParameterBuffer params = initial_parameters(config, 9, pool);
+    grads.emplace_back(params.shared_layout());
+    results.push_back(train_step(params, batch, options, &grads.back(), pool));
+  }
+  for (size_t r = 1; r < results.size(); ++r) {
+    EXPECT_EQ(results[r].lm_loss, results[0].lm_loss) << "thread run " << r;
+    EXPECT_EQ(results[r].indexer_loss, results[0].indexer_loss) << "thread run " << r;
+    EXPECT_EQ(results[r].position_losses, results[0].position_losses) << "thread run " << r;
+    const std::span<const float> a = grads[0].values();
+    const std::span<const float> b = grads[r].values();
+    ASSERT_EQ(a.size(), b.size());
+    size_t differing = 0;
+    for (size_t i = 0; i < a.size(); ++i) differing += a[i] != b[i];
+    EXPECT_EQ(differing, 0u) << "gradient values that differ, thread run " << r;
+  }
+}
+
+TEST(TrainGraph, DenseStepIsTheSameForAnyThreadCount) { expect_thread_count_independent({}); }
+TEST(TrainGraph, SparseStepIsTheSameForAnyThreadCount) {
+  expect_thread_count_independent(
+      {.attention = AttentionMode::kSparse, .lm_loss = true, .indexer_loss = true});
+}
+TEST(TrainGraph, WarmupStepIsTheSameForAnyThreadCount) {
+  expect_thread_count_independent({.lm_loss = false, .indexer_loss = true});
+}
+
+// Recomputing each layer's forward in the backward runs the same operations on the same
+// inputs: losses, loads, top-k and gradients are bit-identical, and nothing is counted twice.
+void expect_recomputation_changes_nothing(TrainStepOptions options) {
+  ThreadPool pool(2);
+  const ModelConfig config = micro_config();
+  const ParameterBuffer params = initial_parameters(config, 13, pool);
+  const std::vector<int32_t> tokens = random_tokens(2 * 24, config.vocab_size, 13);
+  const TrainBatch batch{.tokens = tokens, .sequences = 2, .seq_len = 24};
+  options.record_topk = options.attention == AttentionMode::kSparse;
+  ParameterBuffer plain_grads(params.shared_layout()), recomputed_grads(params.shared_layout());
+  const TrainStepResult plain = train_step(params, batch, options, &plain_grads, pool);
+  options.recompute_layers = true;
+  const TrainStepResult recomputed = train_step(params, batch, options, &recomputed_grads, pool);
+  EXPECT_EQ(recomputed.lm_loss, plain.lm_loss);
+  EXPECT_EQ(recomputed.indexer_loss, plain.indexer_loss);
+  EXPECT_EQ(recomputed.indexer_rows, plain.indexer_rows);
+  EXPECT_EQ(recomputed.balance_loss, plain.balance_loss);
+  EXPECT_EQ(recomputed.expert_load, plain.expert_load);
+  EXPECT_EQ(recomputed.topk, plain.topk);
+  const std::span<const float> a = plain_grads.values(), b = recomputed_grads.values();
+  size_t differing = 0, nonzero = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    differing += a[i] != b[i];
+    nonzero += a[i] != 0.0f;
+  }
+  EXPECT_EQ(differing, 0u);
+  EXPECT_GT(nonzero, size_t(100)) << "a gradient this empty tests nothing";
+}
+
+TEST(TrainGraph, RecomputationChangesNoBitDense) {
+  expect_recomputation_changes_nothing({.balance_alpha = 0.01f});
+}
+TEST(TrainGraph, RecomputationChangesNoBitSparse) {
+  expect_recomputation_changes_nothing(
+      {.attention = AttentionMode::kSparse, .lm_loss = true, .indexer_loss = true});
+}
+TEST(TrainGraph, RecomputationChangesNoBitWarmup) {
+  expect_recomputation_changes_nothing({.lm_loss = false, .indexer_loss = true});
+}
+
 TEST(TrainGraph, SparseWithTopkCoveringEveryKeyEqualsDense) {
   ThreadPool pool(2);
   ModelConfig config = micro_config();

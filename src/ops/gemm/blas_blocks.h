@@ -1,7 +1,8 @@
-// Matrix products as fixed-shape, single-threaded OpenBLAS calls spread over the pool's threads.
-// Used by the training ops: OpenBLAS's own threads would compete with the pool's spinning
-// workers on a small machine, and fixed block shapes make each output element's rounding
-// independent of the thread count (OpenBLAS picks kernels by matrix size).
+// Matrix products as fixed-shape, single-threaded sgemm calls (ops/gemm/sgemm.h: our AVX-512
+// kernel, or OpenBLAS without AVX-512) spread over the pool's threads. Used by the training ops:
+// OpenBLAS's own threads would compete with the pool's spinning workers on a small machine, and
+// fixed block shapes make each output element's rounding independent of the thread count
+// (OpenBLAS picks kernels by matrix size).
 #pragma once
 
 #include <cblas.h>
@@ -10,6 +11,7 @@
 #include <cstdint>
 
 #include "core/thread_pool.h"
+#include "ops/gemm/sgemm.h"  // IWYU pragma: export
 
 namespace dsa {
 

@@ -3,20 +3,20 @@
 //    weight is widened from its storage type in registers (bf16, fp8 e4m3 with the block scales
 //    applied per 128-wide K block), threads split N. Wins while the weight stream is the cost
 //    (decode, small M).
-//  * OpenBLAS sgemm on fp32 copies: F32 weights directly; BF16 and FP8 weights are widened to
-//    fp32 tile by tile (FP8: W * S and the dequantized act_quant codes x_q * s_x, so each term is
-//    the same real number as in the block formula; only the fp32 summation order differs). Wins
-//    for prefill-sized M where its cache blocking pays off.
+//  * sgemm (ops/gemm/sgemm.h: our AVX-512 kernel, else single-threaded OpenBLAS) on fp32
+//    copies, in fixed blocks of rows on the pool: F32 weights directly; BF16 and FP8 weights are
+//    widened to fp32 tile by tile (FP8: W * S and the dequantized act_quant codes x_q * s_x, so
+//    each term is the same real number as in the block formula; only the fp32 summation order
+//    differs). Wins for prefill-sized M where its cache blocking pays off.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/gemm/gemm_fast.cc"
-#include <cblas.h>
-
 #include <algorithm>
 #include <vector>
 
 #include "core/float_formats.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "ops/gemm/blas_blocks.h"
 #include "ops/gemm/gemm.h"
 #include "ops/gemm/gemm_widen-inl.h"
 
@@ -185,6 +185,7 @@ namespace {
 constexpr int64_t kBlasMinRowsF32 = 8;
 constexpr int64_t kBlasMinRowsWidened = 32;
 constexpr int64_t kBlasTileRows = 256;  // weight rows widened per sgemm call
+constexpr int64_t kBlasRowBlock = 256;  // activation rows per sgemm call
 
 // The activations the kernels multiply: x itself, or for FP8 the act_quant codes (dot kernel)
 // or their dequantized values x_q * s_x (sgemm, exact for power-of-two scales).
@@ -235,9 +236,15 @@ void gemm_blas(const GemmParams& p, ThreadPool& pool) {
     fp8 = quantize_activations(p, true, pool);
     x = fp8.values.data();
   }
+  // Blocks of kBlasRowBlock activation rows on the pool's threads, each one single-threaded
+  // sgemm: the blocks follow the shapes only, so the logits do not depend on the thread count
+  // (OpenBLAS's own threads would split, and round, by their number).
+  const SingleThreadedBlas single;
   if (p.weight_dtype == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(p.m), int(p.n), int(p.k), 1.0f, x,
-                int(p.k), static_cast<const float*>(p.weight), int(p.k), 0.0f, p.y, int(p.n));
+    for_blocks(pool, p.m, kBlasRowBlock, [&](int64_t m0, int64_t m1) {
+      sgemm(false, true, m1 - m0, p.n, p.k, 1.0f, x + m0 * p.k, p.k,
+            static_cast<const float*>(p.weight), p.k, 0.0f, p.y + m0 * p.n, p.n);
+    });
   } else {
     std::vector<float> tile(size_t(std::min(p.n, kBlasTileRows) * p.k));
     for (int64_t n0 = 0; n0 < p.n; n0 += kBlasTileRows) {
@@ -245,8 +252,10 @@ void gemm_blas(const GemmParams& p, ThreadPool& pool) {
       pool.parallel_for(rows, 8, [&](int64_t begin, int64_t end) {
         HWY_DYNAMIC_DISPATCH(WidenWeightRows)(p, n0 + begin, n0 + end, tile.data() + begin * p.k);
       });
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(p.m), int(rows), int(p.k), 1.0f, x,
-                  int(p.k), tile.data(), int(p.k), 0.0f, p.y + n0, int(p.n));
+      for_blocks(pool, p.m, kBlasRowBlock, [&](int64_t m0, int64_t m1) {
+        sgemm(false, true, m1 - m0, rows, p.k, 1.0f, x + m0 * p.k, p.k, tile.data(), p.k, 0.0f,
+              p.y + m0 * p.n + n0, p.n);
+      });
     }
   }
   if (p.round_output_to_bf16) {

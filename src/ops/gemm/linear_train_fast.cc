@@ -1,22 +1,22 @@
-// The training linear layer on OpenBLAS sgemm (see linear_train.h), row-major throughout.
+// The training linear layer on single-threaded sgemm calls (see linear_train.h and
+// ops/gemm/sgemm.h), row-major throughout.
 //
 // Every sgemm call has a shape fixed by the weight alone: the M rows go in blocks of exactly
-// kRowBlock rows, the last one zero-padded in scratch. OpenBLAS picks its kernels and its
-// summation order by the call's shape (a small-matrix kernel below M·N·K = 10^6 on its AVX-512
-// targets, K-blocking by the reduction length), so with shapes that follow M, one token's result
-// would depend on how many other tokens share the call. Fixed blocks make each row of y and dx,
-// and each block's contribution to dW, a function of that block's values only: the expert
-// batches of train_ffn.cc (whose size depends on the routing of every token, later ones
-// included) keep bit-exact causality whichever kernels OpenBLAS picks. dW sums its row blocks in
-// block order; a padded row adds an exact zero.
+// kRowBlock rows, the last one zero-padded in scratch. Our AVX-512 sgemm's rounding depends on
+// the depth alone, but the OpenBLAS fallback picks its kernels and its summation order by the
+// call's shape (a small-matrix kernel below M·N·K = 10^6 on its AVX-512 targets, K-blocking by
+// the reduction length), so with shapes that follow M, one token's result would depend on how
+// many other tokens share the call. Fixed blocks make each row of y and dx, and each block's
+// contribution to dW, a function of that block's values only: the expert batches of
+// train_ffn.cc (whose size depends on the routing of every token, later ones included) keep
+// bit-exact causality whichever kernel runs. dW sums its row blocks in block order; a padded row
+// adds an exact zero.
 //
 // The blocks (and dW's output blocks) are spread over the pool's threads, each block one
 // single-threaded sgemm: OpenBLAS's own threads would compete with the pool's for the same cores
 // (after each call they spin and sched_yield for a while; on a 2-core machine that took a third
 // of a training step, measured with perf, docs/training-speed.md). Blocks depend on the shapes
 // only, never on the thread count, so results are bit-identical for any thread count.
-#include <cblas.h>
-
 #include <algorithm>
 #include <vector>
 
@@ -26,8 +26,9 @@
 namespace dsa {
 namespace {
 
-// Rows of x, dy (and y, dx) per sgemm call: large enough that OpenBLAS's repacking of the weight
-// per call costs little (measured: 256-row calls run at 90-100% of one whole-matrix call).
+// Rows of x, dy (and y, dx) per sgemm call: large enough that repacking the weight per call
+// costs little (measured with OpenBLAS: 256-row calls run at 90-100% of one whole-matrix call;
+// our sgemm takes 264 rows in one block).
 constexpr int64_t kRowBlock = 256;
 // Output rows or columns of dW per task.
 constexpr int64_t kWeightBlock = 128;
@@ -89,8 +90,7 @@ void linear_train_forward(const LinearTrainParams& p, ThreadPool& pool) {
   split_blocks(pool, p.m, kRowBlock, double(p.m) * double(n) * double(k),
                [&](int64_t r0, int64_t r1) {
                  into_rows(p.y, r0, r1, p.n, false, [&](float* y) {
-                   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, n, k, 1.0f,
-                               x.block(r0), k, p.weight, k, 0.0f, y, n);
+                   sgemm(false, true, rows, n, k, 1.0f, x.block(r0), k, p.weight, k, 0.0f, y, n);
                  });
                });
 }
@@ -106,8 +106,7 @@ void linear_backward(const LinearTrainParams& p, ThreadPool& pool) {
     // dx[M, K] += dy[M, N] · W[N, K]
     split_blocks(pool, p.m, kRowBlock, work, [&](int64_t r0, int64_t r1) {
       into_rows(p.dx, r0, r1, p.k, true, [&](float* dx) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, k, n, 1.0f, dy.block(r0), n,
-                    p.weight, k, 1.0f, dx, k);
+        sgemm(false, false, rows, k, n, 1.0f, dy.block(r0), n, p.weight, k, 1.0f, dx, k);
       });
     });
   }
@@ -119,17 +118,15 @@ void linear_backward(const LinearTrainParams& p, ThreadPool& pool) {
     if (n >= k) {
       split_blocks(pool, p.n, kWeightBlock, work, [&](int64_t j0, int64_t j1) {
         for (int64_t b = 0; b < row_blocks; ++b) {
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(j1 - j0), k, rows, 1.0f,
-                      dy.block(b * kRowBlock) + j0, n, x.block(b * kRowBlock), k, 1.0f,
-                      p.dweight + j0 * k, k);
+          sgemm(true, false, int(j1 - j0), k, rows, 1.0f, dy.block(b * kRowBlock) + j0, n,
+                x.block(b * kRowBlock), k, 1.0f, p.dweight + j0 * k, k);
         }
       });
     } else {
       split_blocks(pool, p.k, kWeightBlock, work, [&](int64_t c0, int64_t c1) {
         for (int64_t b = 0; b < row_blocks; ++b) {
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, int(c1 - c0), rows, 1.0f,
-                      dy.block(b * kRowBlock), n, x.block(b * kRowBlock) + c0, k, 1.0f,
-                      p.dweight + c0, k);
+          sgemm(true, false, n, int(c1 - c0), rows, 1.0f, dy.block(b * kRowBlock), n,
+                x.block(b * kRowBlock) + c0, k, 1.0f, p.dweight + c0, k);
         }
       });
     }

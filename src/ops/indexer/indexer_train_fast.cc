@@ -17,7 +17,6 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/indexer/indexer_train_fast.cc"
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -169,8 +168,8 @@ void block_products(const IndexerScoresTrainParams& p, int64_t t0, int64_t t1, f
   const int D = int(p.dim);
   const float* q = p.q + t0 * p.heads * p.dim;
   for_blocks(pool, (t1 - t0) * p.heads, kSgemmRows, [&](int64_t r0, int64_t r1) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(r1 - r0), int(t1), D, 1.0f, q + r0 * D,
-                D, p.k, D, 0.0f, products + r0 * t1, int(t1));
+    sgemm(false, true, int(r1 - r0), int(t1), D, 1.0f, q + r0 * D, D, p.k, D, 0.0f,
+          products + r0 * t1, int(t1));
   });
 }
 
@@ -194,9 +193,8 @@ void attention_target_dense(const AttentionTargetParams& p, ThreadPool& pool) {
   for (int64_t t0 = 0; t0 < T; t0 += rows) {
     const int64_t t1 = std::min(T, t0 + rows), block = t1 - t0;
     for_blocks(pool, H, 1, [&](int64_t h, int64_t) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(block), int(t1), int(D), p.scale,
-                  p.q + (t0 * H + h) * D, int(H * D), p.k + h * D, int(H * D), 0.0f,
-                  scores.data() + h * block * t1, int(t1));
+      sgemm(false, true, int(block), int(t1), int(D), p.scale, p.q + (t0 * H + h) * D, int(H * D),
+            p.k + h * D, int(H * D), 0.0f, scores.data() + h * block * t1, int(t1));
     });
     pool.parallel_for(block, 1, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
@@ -319,13 +317,12 @@ void indexer_scores_backward(const IndexerScoresTrainParams& p, ThreadPool& pool
     // dq[t, h] = Σ_s M[t, h, s] k[s];  dk[s] += Σ_{t, h in block} M[t, h, s] q[t, h].
     // dq by row blocks of M; dk by column blocks, each summing over all m rows of M in one call.
     for_blocks(pool, m, kSgemmRows, [&](int64_t r0, int64_t r1) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(r1 - r0), int(D), int(t1), 1.0f,
-                  products.data() + r0 * t1, int(t1), p.k, int(D), 0.0f, p.dq + (t0 * H + r0) * D,
-                  int(D));
+      sgemm(false, false, int(r1 - r0), int(D), int(t1), 1.0f, products.data() + r0 * t1, int(t1),
+            p.k, int(D), 0.0f, p.dq + (t0 * H + r0) * D, int(D));
     });
     for_blocks(pool, D, kSgemmCols, [&](int64_t c0, int64_t c1) {
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(t1), int(c1 - c0), int(m), 1.0f,
-                  products.data(), int(t1), p.q + t0 * H * D + c0, int(D), 1.0f, p.dk + c0, int(D));
+      sgemm(true, false, int(t1), int(c1 - c0), int(m), 1.0f, products.data(), int(t1),
+            p.q + t0 * H * D + c0, int(D), 1.0f, p.dk + c0, int(D));
     });
   }
 }

@@ -50,8 +50,8 @@ void lm_head_cross_entropy_reference(const LmHeadCrossEntropy<Real>& params);
 // thread count.
 void lm_head_cross_entropy(const LmHeadCrossEntropyParams& params, ThreadPool& pool);
 
-// Plain logits, out [T, V] = h [T, D] · weight [V, D]ᵀ (evaluation), one sgemm. The pool is not
-// used today (OpenBLAS brings its own threads); it keeps the fast ops' calling convention.
+// Plain logits, out [T, V] = h [T, D] · weight [V, D]ᵀ (evaluation): sgemms over blocks of the
+// vocabulary on the pool.
 void lm_head_logits(const float* h, const float* weight, int64_t tokens, int64_t dim, int64_t vocab,
                     float* out, ThreadPool& pool);
 

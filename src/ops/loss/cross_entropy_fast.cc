@@ -8,7 +8,6 @@
 // thread count.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/loss/cross_entropy_fast.cc"
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -130,8 +129,8 @@ void lm_head_cross_entropy(const LmHeadCrossEntropyParams& p, ThreadPool& pool) 
     const float* h = p.h + t0 * D;
     // logits[:, v0:v1] = h · W[v0:v1]ᵀ
     for_blocks(pool, V, vb, [&](int64_t v0, int64_t v1) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r, int(v1 - v0), d, 1.0f, h, d,
-                  p.weight + v0 * D, d, 0.0f, logits.data() + v0, vocab);
+      sgemm(false, true, r, int(v1 - v0), d, 1.0f, h, d, p.weight + v0 * D, d, 0.0f,
+            logits.data() + v0, vocab);
     });
     pool.parallel_for(rows, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
@@ -152,15 +151,15 @@ void lm_head_cross_entropy(const LmHeadCrossEntropyParams& p, ThreadPool& pool) 
     if (p.dh) {
       // dh[:, c0:c1] += dlogits · W[:, c0:c1], each block summing over the whole vocabulary.
       for_blocks(pool, D, dim_block(D), [&](int64_t c0, int64_t c1) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r, int(c1 - c0), vocab, 1.0f,
-                    logits.data(), vocab, p.weight + c0, d, 1.0f, p.dh + t0 * D + c0, d);
+        sgemm(false, false, r, int(c1 - c0), vocab, 1.0f, logits.data(), vocab, p.weight + c0, d,
+              1.0f, p.dh + t0 * D + c0, d);
       });
     }
     if (p.dweight) {
       // dweight[v0:v1] += dlogits[:, v0:v1]ᵀ · h
       for_blocks(pool, V, vb, [&](int64_t v0, int64_t v1) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(v1 - v0), d, r, 1.0f,
-                    logits.data() + v0, vocab, h, d, 1.0f, p.dweight + v0 * D, d);
+        sgemm(true, false, int(v1 - v0), d, r, 1.0f, logits.data() + v0, vocab, h, d, 1.0f,
+              p.dweight + v0 * D, d);
       });
     }
   }
@@ -179,8 +178,11 @@ void lm_head_logits(const float* h, const float* weight, int64_t tokens, int64_t
   }
   if (tokens == 0) return;
   if (!h || !weight || !out) fail("lm_head_logits: h, weight and out must be set");
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(tokens), int(vocab), int(dim), 1.0f, h,
-              int(dim), weight, int(dim), 0.0f, out, int(vocab));
+  // Blocks of vocabulary columns on the pool; each column's sums depend only on dim.
+  for_blocks(pool, vocab, 2048, [&](int64_t v0, int64_t v1) {
+    sgemm(false, true, tokens, v1 - v0, dim, 1.0f, h, dim, weight + v0 * dim, dim, 0.0f, out + v0,
+          vocab);
+  });
 }
 
 }  // namespace dsa
