@@ -35,11 +35,13 @@ DSA_TARGET_AVX512BF16 inline void dot_block(const uint32_t* q, const uint32_t* k
     __m512bh key[kCols];
     for (int c = 0; c < kCols; ++c) {
       const __m512i loaded = _mm512_loadu_si512(k + c * pairs + i);
-      key[c] = reinterpret_cast<const __m512bh&>(loaded);
+      // A vector cast reinterprets the register's bits; a reference cast would be an
+      // aliasing violation.
+      key[c] = (__m512bh)loaded;
     }
     for (int r = 0; r < kRows; ++r) {
       const __m512i loaded = _mm512_loadu_si512(q + r * pairs + i);
-      const __m512bh query = reinterpret_cast<const __m512bh&>(loaded);
+      const __m512bh query = (__m512bh)loaded;
       for (int c = 0; c < kCols; ++c) acc[r][c] = _mm512_dpbf16_ps(acc[r][c], query, key[c]);
     }
   }

@@ -74,11 +74,13 @@ DSA_TARGET_AVX512BF16 inline void accumulate_head_group(const uint32_t* q, int64
     __m512bh qv[kVecs];
     for (int v = 0; v < kVecs; ++v) {
       const __m512i loaded = _mm512_load_si512(q + j * q_stride + v * kLanes);
-      qv[v] = reinterpret_cast<const __m512bh&>(loaded);
+      // A vector cast reinterprets the register's bits; a reference cast would be an
+      // aliasing violation.
+      qv[v] = (__m512bh)loaded;
     }
     for (int k = 0; k < kKeys; ++k) {
       const __m512i pair = _mm512_set1_epi32(int(keys[k * kPairs + j]));
-      const __m512bh key_pair = reinterpret_cast<const __m512bh&>(pair);
+      const __m512bh key_pair = (__m512bh)pair;
       for (int v = 0; v < kVecs; ++v) acc[k][v] = _mm512_dpbf16_ps(acc[k][v], qv[v], key_pair);
     }
   }
