@@ -1,12 +1,14 @@
 // Feeds arbitrary bytes to the chat request parser and renders what it accepts in both modes. A
-// dsa::Error is the expected answer to bad input; any other exception, a crash or a sanitizer
-// report is a bug. A rendered prompt always starts with <｜begin▁of▁sentence｜>.
+// dsa::Error is the expected answer to bad input, and the parser's messages are printable (no
+// control bytes, valid UTF-8); any other exception, a crash or a sanitizer report is a bug. A
+// rendered prompt always starts with <｜begin▁of▁sentence｜>.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <string_view>
 
 #include "core/error.h"
+#include "core/printable.h"
 #include "text/chat_encoding.h"
 #include "text/dsml_tokens.h"
 
@@ -22,7 +24,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       } catch (const dsa::Error&) {
       }
     }
-  } catch (const dsa::Error&) {
+  } catch (const dsa::Error& e) {
+    if (dsa::printable(e.what()) != e.what()) std::abort();
   }
   return 0;
 }

@@ -1,5 +1,6 @@
-// Feeds arbitrary bytes to the config.json parser. A dsa::Error is the expected answer to bad
-// input; any other exception, a crash or a sanitizer report is a bug. An accepted config must
+// Feeds arbitrary bytes to the config.json parser. A dsa::Error with a printable message (no
+// control bytes, valid UTF-8) is the expected answer to bad input; any other exception, a crash or
+// a sanitizer report is a bug. An accepted config must
 // write back to JSON that parses to the same JSON, and (when small enough to enumerate quickly)
 // give a tensor layout whose parameter counts add up.
 #include <cstddef>
@@ -9,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/json_strict.h"
+#include "core/printable.h"
 #include "model/config.h"
 #include "model/tensor_layout.h"
 
@@ -26,7 +28,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (int64_t n : counts.by_module) sum += n;
       if (sum != counts.main_model || counts.activated_per_token > counts.main_model) std::abort();
     }
-  } catch (const dsa::Error&) {
+  } catch (const dsa::Error& e) {
+    if (dsa::printable(e.what()) != e.what()) std::abort();
   }
   return 0;
 }

@@ -1,5 +1,6 @@
-// Feeds arbitrary bytes to parse_safetensors_header as a whole file. A dsa::Error is the expected
-// answer to corrupt input; any other exception, a crash or a sanitizer report is a bug. An accepted
+// Feeds arbitrary bytes to parse_safetensors_header as a whole file. A dsa::Error with a
+// printable message (no control bytes, valid UTF-8) is the expected answer to corrupt input; any
+// other exception, a crash or a sanitizer report is a bug. An accepted
 // header must describe tensors that tile the data section exactly, which is checked here.
 #include <cstddef>
 #include <cstdint>
@@ -7,6 +8,7 @@
 #include <span>
 
 #include "core/error.h"
+#include "core/printable.h"
 #include "core/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -24,7 +26,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       expected_begin = tensor.data_end;
     }
     if (header.data_offset + expected_begin != size) std::abort();
-  } catch (const dsa::Error&) {
+  } catch (const dsa::Error& e) {
+    if (dsa::printable(e.what()) != e.what()) std::abort();
   }
   return 0;
 }

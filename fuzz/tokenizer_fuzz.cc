@@ -1,6 +1,7 @@
 // Fuzzes the tokenizer. The first byte picks what the rest of the input is:
-//   even: a tokenizer.json text; loading it must either succeed or throw dsa::Error, and a loaded
-//         tokenizer must encode and decode a fixed sample without crashing;
+//   even: a tokenizer.json text; loading it must either succeed or throw dsa::Error with a
+//         printable message (no control bytes, valid UTF-8), and a loaded tokenizer must encode
+//         and decode a fixed sample without crashing;
 //   odd:  text to encode with a small tokenizer trained in-process (DeepSeek's pre-tokenizer and
 //         chat tokens); decode(encode(text)) must give back the text with invalid UTF-8 repaired.
 #include <cstddef>
@@ -10,6 +11,7 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "core/printable.h"
 #include "text/bpe_trainer.h"
 #include "text/tokenizer.h"
 #include "text/utf8.h"
@@ -38,8 +40,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const auto tokenizer = dsa::text::Tokenizer::from_json_text(rest, "fuzz-input");
       const auto ids = tokenizer.encode("Hello, 世界! <think> 12345");
       tokenizer.decode(ids);
-    } catch (const dsa::Error&) {
+    } catch (const dsa::Error& e) {
       // Rejected with a message: the expected outcome for most inputs.
+      if (dsa::printable(e.what()) != e.what()) std::abort();
     }
     return 0;
   }

@@ -10,13 +10,13 @@
 
 #include <fstream>
 #include <iostream>
-#include <iterator>
 #include <memory>
 #include <sstream>
 #include <string>
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/file_read.h"
 #include "text/chat_encoding.h"
 #include "text/tokenizer.h"
 
@@ -34,13 +34,11 @@ struct ChatTemplateArgs {
 
 std::string read_input(const std::string& path) {
   if (path == "-") {
-    return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    std::ostringstream text;  // whole buffers at a time: a request may be megabytes
+    text << std::cin.rdbuf();
+    return text.str();
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot read messages file {}", path);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  return read_regular_file(path, "messages file");
 }
 
 void run_chat_template(const ChatTemplateArgs& args) {

@@ -12,6 +12,8 @@
 #include <set>
 
 #include "commands.h"
+#include "core/checked_math.h"
+#include "core/decimal_index.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
@@ -49,7 +51,9 @@ std::string name_pattern(const std::string& name, int64_t& layer) {
     const size_t dot = name.find('.', pos);
     std::string part = name.substr(pos, dot == std::string::npos ? std::string::npos : dot - pos);
     const bool numeric = !part.empty() && part.find_first_not_of("0123456789") == std::string::npos;
-    if (numeric && pattern.ends_with("layers.")) layer = std::stoll(part);
+    // An index too large for int64 (only a hostile header has one) is not a layer: the tensor
+    // is then reported as unexpected, like any other name the layout does not know.
+    if (numeric && pattern.ends_with("layers.")) layer = parse_decimal_index(part).value_or(-1);
     pattern += numeric ? "*" : part;
     if (dot == std::string::npos) break;
     pattern += '.';
@@ -165,7 +169,15 @@ void run_inspect(const InspectOptions& options) {
   const ParameterCounts counts = count_parameters(config);
   const KvCacheBytes kv = kv_cache_bytes_per_token(config);
   const int64_t context = options.context > 0 ? options.context : config.max_position_embeddings;
+  // Config validation bounds the KV cache at max_position_embeddings, not at any -c.
   const int64_t kv_per_token = kv.per_layer() * config.num_hidden_layers;
+  const std::optional<int64_t> kv_at_context = checked_mul(kv_per_token, context);
+  if (!kv_at_context) {
+    fail(
+        "-c {}: the KV cache at that many tokens ({} bytes each) does not fit in 64-bit byte "
+        "counts",
+        context, kv_per_token);
+  }
   const std::vector<TensorRow> rows = tensor_rows(tensors, !options.all_tensors);
 
   if (options.json) {
@@ -190,7 +202,7 @@ void run_inspect(const InspectOptions& options) {
                        {"layers", config.num_hidden_layers},
                        {"bytes_per_token", kv_per_token},
                        {"context", context},
-                       {"bytes_at_context", kv_per_token * context}};
+                       {"bytes_at_context", *kv_at_context}};
     json table = json::array();
     for (const TensorRow& row : rows) {
       table.push_back(
@@ -236,7 +248,7 @@ void run_inspect(const InspectOptions& options) {
                config.num_hidden_layers);
     fmt::print("  {:<18} {} B\n  {:<18} {}\n", "per token", format_count(kv_per_token),
                fmt::format("at {} tokens", format_count(context)),
-               format_bytes(uint64_t(kv_per_token * context)));
+               format_bytes(uint64_t(*kv_at_context)));
     if (checkpoint) {
       fmt::print("\ncheck: {}\n", mismatches.empty()
                                       ? "every tensor matches config.json"

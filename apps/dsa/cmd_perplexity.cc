@@ -11,14 +11,13 @@
 #include <fmt/format.h>
 
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <sstream>
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/file_read.h"
 #include "core/progress.h"
 #include "core/thread_pool.h"
 #include "flag_values.h"
@@ -44,14 +43,11 @@ struct PerplexityOptions {
   bool json = false;
 };
 
+// Non-blocking open, regular files only, at most kMaxTextFileBytes (core/file_read.h).
 std::string read_whole_file(const std::string& path, std::string_view flag) {
   std::error_code error;
-  if (!fs::is_regular_file(path, error)) fail("{}: {}: no such file", flag, path);
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (!in) fail("{}: {}: cannot read the file", flag, path);
-  return text.str();
+  if (!fs::exists(path, error)) fail("{}: {}: no such file", flag, path);
+  return read_regular_file(path, fmt::format("{} file", flag));
 }
 
 struct Input {

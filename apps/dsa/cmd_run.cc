@@ -18,6 +18,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/file_read.h"
 #include "generation_options.h"
 #include "reply_printer.h"
 #include "text/chat_encoding.h"
@@ -39,12 +40,10 @@ std::string prompt_text(const RunOptions& o) {
     if (o.prompt.empty()) fail("no prompt: give -p TEXT or -f FILE");
     return o.prompt;
   }
-  std::ifstream in(o.file, std::ios::binary);
-  if (!in) fail("-f: cannot read prompt file {}", o.file);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (text.str().empty()) fail("-f: prompt file {} is empty", o.file);
-  return text.str();
+  // Non-blocking open, regular files only, at most kMaxTextFileBytes (core/file_read.h).
+  std::string text = read_regular_file(o.file, "prompt file");
+  if (text.empty()) fail("-f: prompt file {} is empty", o.file);
+  return text;
 }
 
 std::vector<int32_t> prompt_tokens(const std::string& prompt, const text::Tokenizer& tokenizer,

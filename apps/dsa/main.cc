@@ -4,9 +4,12 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
+#include <new>
+#include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "core/error.h"
+#include "core/printable.h"
 #include "core/version.h"
 
 int main(int argc, char** argv) {
@@ -43,10 +46,21 @@ int main(int argc, char** argv) {
     // (CLI11's own codes, 100 and up, would mean nothing to scripts).
     return app.exit(e) == 0 ? 0 : 1;
   } catch (const dsa::Error& e) {
-    fmt::print(stderr, "dsa: error: {}\n", e.what());
+    // Messages escape what they quote from files; printable() again is the last line of defence,
+    // so that no control byte or invalid UTF-8 reaches the terminal (or a log parsed as UTF-8).
+    fmt::print(stderr, "dsa: error: {}\n", dsa::printable(e.what()));
+    return 1;
+  } catch (const nlohmann::json::exception& e) {
+    // Input JSON goes through parse_json_strict, whose errors are dsa::Error; one of nlohmann's own
+    // can only come from a value of an unexpected type read without a check, which is still the
+    // input's fault rather than a broken invariant.
+    fmt::print(stderr, "dsa: error: unexpected JSON content: {}\n", dsa::printable(e.what()));
+    return 1;
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "dsa: error: out of memory (the input or the model is too large)\n");
     return 1;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "dsa: internal error: {}\n", e.what());
+    fmt::print(stderr, "dsa: internal error: {}\n", dsa::printable(e.what()));
     return 2;
   }
   return 0;

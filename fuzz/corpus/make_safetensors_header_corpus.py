@@ -56,6 +56,19 @@ SEEDS = {
     ),
     "metadata_not_strings": safetensors({"__metadata__": {"epoch": 3}}),
     "nested_deep": safetensors("[" * 4000 + "]" * 4000),
+    # Hostile headers of issue 15: a shape nested past the JSON depth limit and one within it, names
+    # holding control bytes (escaped, so valid JSON) or a raw 0xFF, many zero-size tensors, a
+    # repeated key inside a tensor entry, and a number beyond a double.
+    "shape_deep": safetensors('{"w":{"dtype":"F32","shape":' + "[" * 20000 + "]" * 20000
+                              + ',"data_offsets":[0,0]}}'),
+    "shape_nested_legal": safetensors('{"w":{"dtype":"F32","shape":' + "[" * 200 + "1" + "]" * 200
+                                      + ',"data_offsets":[0,4]}}', bytes(4)),
+    "name_control_bytes": safetensors({"\x1b[2J\x07n": tensor("Q4", [1], 0, 0)}),
+    "name_raw_ff": safetensors(b'{"bad\xff":{}}'),
+    "wide_zero_size": safetensors({f"t{i}": tensor("F32", [0], 0, 0) for i in range(1000)}),
+    "duplicate_nested_key": safetensors(
+        '{"w":{"dtype":"F32","dtype":"F32","shape":[0],"data_offsets":[0,0]}}'),
+    "number_overflow": safetensors('{"w":{"dtype":"F32","shape":[1e400],"data_offsets":[0,0]}}'),
 }
 
 OUT = pathlib.Path(__file__).resolve().parent / "safetensors_header_fuzz"

@@ -2,16 +2,15 @@
 // safetensors_header.cc).
 #include "core/safetensors.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <set>
 #include <system_error>
 
 #include "core/error.h"
+#include "core/file_read.h"
 #include "core/json_strict.h"
+#include "core/printable.h"
 
 namespace dsa {
 namespace {
@@ -23,54 +22,38 @@ constexpr const char* kIndexFile = "model.safetensors.index.json";
 
 std::string errno_message() { return std::system_category().message(errno); }
 
-std::string read_small_file(const fs::path& path) {
-  const MappedFile file(path);
-  if (file.bytes().size() > kMaxSafetensorsHeaderBytes) {
-    fail("{}: {} bytes is too large for an index file", path.string(), file.bytes().size());
+// Why `shard` cannot name a shard file, or empty when it can. A shard must be a plain file name in
+// the checkpoint folder: with a folder part, a symlinked folder inside the checkpoint could lead
+// anywhere on the machine (and its bytes would end up in error messages). The file itself may be
+// a symbolic link, as in Hugging Face's cache (snapshots/<rev>/model.safetensors ->
+// ../../blobs/<hash>): the user chose to put that link in the folder.
+std::string shard_name_problem(std::string_view shard) {
+  if (shard.empty()) return "it is empty";
+  if (shard.size() > kMaxShardNameBytes) {
+    return fmt::format("it is longer than {} bytes", kMaxShardNameBytes);
   }
-  return std::string(reinterpret_cast<const char*>(file.bytes().data()), file.bytes().size());
-}
-
-// A shard named by an index must be a relative path inside the checkpoint folder.
-fs::path shard_path(const fs::path& directory, const std::string& shard, const fs::path& index,
-                    const std::string& tensor) {
-  const fs::path relative = fs::path(shard).lexically_normal();
-  if (shard.empty() || relative.is_absolute() || relative.empty() ||
-      *relative.begin() == fs::path("..") || relative == fs::path(".") ||
-      relative.filename().empty()) {
-    fail("{}: tensor '{}' names shard '{}', which is not a file inside {}", index.string(), tensor,
-         shard, directory.string());
+  if (shard == "." || shard == "..") return "it names a folder";
+  if (shard.find('/') != std::string_view::npos || shard.find('\\') != std::string_view::npos) {
+    return "it has a folder part (a shard must be a file name in the checkpoint folder)";
   }
-  return directory / relative;
+  if (shard.find('\0') != std::string_view::npos) return "it contains a NUL byte";
+  return {};
 }
 
 }  // namespace
 
 MappedFile::MappedFile(const fs::path& path) : path_(path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail("cannot open {}: {}", path.string(), errno_message());
-  struct stat info {};
-  if (::fstat(fd, &info) != 0) {
-    const std::string message = errno_message();
-    ::close(fd);
-    fail("cannot stat {}: {}", path.string(), message);
-  }
-  if (!S_ISREG(info.st_mode)) {
-    ::close(fd);
-    fail("{} is not a regular file", path.string());
-  }
-  size_ = size_t(info.st_size);
+  // Opened non-blocking and checked with fstat first: a FIFO or device named like a shard must be
+  // refused, not waited on or mapped.
+  const RegularFile file(path, "safetensors file");
+  size_ = size_t(file.size());
   // mmap refuses length 0, and an empty file needs no mapping: bytes() is then an empty span.
   if (size_ > 0) {
-    void* mapping = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (mapping == MAP_FAILED) {
-      const std::string message = errno_message();
-      ::close(fd);
-      fail("cannot map {}: {}", path.string(), message);
-    }
+    void* mapping = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, file.descriptor(), 0);
+    if (mapping == MAP_FAILED) fail("cannot map {}: {}", path.string(), errno_message());
     data_ = static_cast<const uint8_t*>(mapping);
   }
-  ::close(fd);  // the mapping stays valid without the descriptor
+  // The mapping stays valid after the descriptor is closed.
 }
 
 MappedFile::~MappedFile() {
@@ -148,7 +131,7 @@ Checkpoint::Checkpoint(const fs::path& path) {
     for (const TensorInfo& info : files_.back().tensors()) {
       const auto [it, inserted] = owner_.emplace(info.name, file_index);
       if (!inserted) {
-        fail("tensor '{}' is in two shards: {} and {}", info.name,
+        fail("tensor '{}' is in two shards: {} and {}", printable_excerpt(info.name),
              files_[it->second].path().string(), file.string());
       }
     }
@@ -156,15 +139,16 @@ Checkpoint::Checkpoint(const fs::path& path) {
   for (const auto& [tensor, file] : index_owner) {
     const auto it = owner_.find(tensor);
     if (it == owner_.end() || files_[it->second].path() != file) {
-      fail("{}: maps tensor '{}' to {}, which does not contain it", index_path.string(), tensor,
-           file.string());
+      fail("{}: maps tensor '{}' to {}, which does not contain it", index_path.string(),
+           printable_excerpt(tensor), file.string());
     }
   }
 }
 
 std::map<std::string, fs::path> Checkpoint::read_index(const fs::path& index_path) const {
   const std::string source = index_path.string();
-  const nlohmann::json index = parse_json_strict(read_small_file(index_path), source, "key");
+  const nlohmann::json index =
+      parse_json_strict(read_regular_file(index_path, "safetensors index"), source, "key");
   if (!index.is_object())
     fail("{}: index must be a JSON object, not {}", source, json_type_phrase(index));
   const auto weight_map = index.find("weight_map");
@@ -176,13 +160,22 @@ std::map<std::string, fs::path> Checkpoint::read_index(const fs::path& index_pat
   std::map<std::string, fs::path> owner;
   for (const auto& [tensor, shard] : weight_map->items()) {
     if (!shard.is_string()) {
-      fail("{}: tensor '{}' maps to {}, not a shard file name", source, tensor,
+      fail("{}: tensor '{}' maps to {}, not a shard file name", source, printable_excerpt(tensor),
            json_type_phrase(shard));
     }
-    const fs::path file = shard_path(directory_, shard.get<std::string>(), index_path, tensor);
+    const std::string& name = shard.get_ref<const std::string&>();
+    const std::string problem = shard_name_problem(name);
+    if (!problem.empty()) {
+      fail("{}: tensor '{}' names shard '{}', which is not a file inside {}: {}", source,
+           printable_excerpt(tensor), printable_excerpt(name), directory_.string(), problem);
+    }
+    const fs::path file = directory_ / name;
+    // Only existence is checked here (a dangling link counts as missing); what the file is, and
+    // whether it can be read, is checked when it is opened.
     std::error_code error;
-    if (!fs::is_regular_file(file, error)) {
-      fail("{}: tensor '{}' is in shard {}, which does not exist", source, tensor, file.string());
+    if (!fs::exists(file, error)) {
+      fail("{}: tensor '{}' is in shard {}, which does not exist", source,
+           printable_excerpt(tensor), file.string());
     }
     owner.emplace(tensor, file);
   }

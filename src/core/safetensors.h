@@ -26,6 +26,9 @@ namespace dsa {
 
 // Largest header accepted (the reference implementation's limit): a larger one is corruption.
 constexpr uint64_t kMaxSafetensorsHeaderBytes = 100ull << 20;
+// Longest shard file name an index may give (NAME_MAX of Linux file systems). Shard names are
+// plain file names in the checkpoint folder: no '/' or '\\', not "." or "..", no NUL byte.
+constexpr size_t kMaxShardNameBytes = 255;
 
 struct TensorInfo {
   std::string name;
@@ -88,8 +91,10 @@ class SafetensorsFile {
 
 // A checkpoint: a folder holding model.safetensors or model.safetensors.index.json (both at once
 // is an error: one of them is stale), a single .safetensors file, or an index file itself. Every
-// shard is opened and checked up front: an index naming a missing shard, a shard path outside
-// the folder, a tensor its shard lacks, or a tensor found in two shards is a dsa::Error.
+// shard is opened and checked up front: an index naming a missing shard, a shard name that is not
+// a plain file name in the folder, a shard that is not a regular file (or a symbolic link to one:
+// Hugging Face's cache links shards to blobs), a tensor its shard lacks, or a tensor found in two
+// shards is a dsa::Error. The index is read whole and limited to kMaxTextFileBytes.
 // Views stay valid while the Checkpoint lives.
 class Checkpoint {
  public:

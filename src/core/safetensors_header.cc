@@ -4,7 +4,9 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/json_describe.h"
 #include "core/json_strict.h"
+#include "core/printable.h"
 #include "core/safetensors.h"
 
 namespace dsa {
@@ -22,6 +24,7 @@ std::string supported_dtypes() {
 }
 
 // A non-negative JSON integer; `what` names the field in errors ("dimension 2 of 'shape'").
+// `tensor` is the tensor's name as printed (printable_excerpt of the name from the file).
 uint64_t unsigned_field(const Json& value, std::string_view source, std::string_view tensor,
                         std::string_view what) {
   if (value.is_number_unsigned()) return value.get<uint64_t>();
@@ -40,59 +43,62 @@ const Json& required_field(const Json& entry, const char* key, std::string_view 
 }
 
 TensorInfo parse_tensor(const std::string& name, const Json& entry, std::string_view source) {
+  const std::string shown = printable_excerpt(name);  // names may hold any bytes but NUL
   if (!entry.is_object()) {
-    fail("{}: tensor '{}': entry must be a JSON object, not {}", source, name,
+    fail("{}: tensor '{}': entry must be a JSON object, not {}", source, shown,
          json_type_phrase(entry));
   }
   TensorInfo info;
   info.name = name;
 
-  const Json& dtype = required_field(entry, "dtype", source, name);
+  const Json& dtype = required_field(entry, "dtype", source, shown);
   if (!dtype.is_string()) {
-    fail("{}: tensor '{}': 'dtype' must be a string, not {}", source, name,
+    fail("{}: tensor '{}': 'dtype' must be a string, not {}", source, shown,
          json_type_phrase(dtype));
   }
   const auto parsed_dtype = parse_dtype(dtype.get_ref<const std::string&>());
   if (!parsed_dtype) {
     fail("unsupported dtype '{}' for tensor '{}' in {} (supported: {})",
-         dtype.get_ref<const std::string&>(), name, source, supported_dtypes());
+         printable_excerpt(dtype.get_ref<const std::string&>()), shown, source, supported_dtypes());
   }
   info.dtype = *parsed_dtype;
 
-  const Json& shape = required_field(entry, "shape", source, name);
+  const Json& shape = required_field(entry, "shape", source, shown);
   if (!shape.is_array()) {
-    fail("{}: tensor '{}': 'shape' must be an array, not {}", source, name,
+    fail("{}: tensor '{}': 'shape' must be an array, not {}", source, shown,
          json_type_phrase(shape));
   }
   if (shape.size() > size_t(kMaxRank)) {
-    fail("{}: tensor '{}': rank {} exceeds the supported {}", source, name, shape.size(), kMaxRank);
+    fail("{}: tensor '{}': rank {} exceeds the supported {}", source, shown, shape.size(),
+         kMaxRank);
   }
   std::vector<int64_t> dims;
   uint64_t nbytes = dtype_size(info.dtype);
   for (size_t axis = 0; axis < shape.size(); ++axis) {
     const uint64_t dim =
-        unsigned_field(shape[axis], source, name, fmt::format("dimension {} of 'shape'", axis));
+        unsigned_field(shape[axis], source, shown, fmt::format("dimension {} of 'shape'", axis));
     // Every byte count must fit in int64 (TensorView's element counts) and in uint64 arithmetic.
     if (dim > uint64_t(INT64_MAX) || __builtin_mul_overflow(nbytes, dim, &nbytes) ||
         nbytes > uint64_t(INT64_MAX)) {
-      fail("{}: tensor '{}': shape {} overflows the byte count", source, name, shape.dump());
+      fail("{}: tensor '{}': shape {} overflows the byte count", source, shown,
+           describe_json(shape));
     }
     dims.push_back(int64_t(dim));
   }
   info.shape = Shape(std::span<const int64_t>(dims));
 
-  const Json& offsets = required_field(entry, "data_offsets", source, name);
+  const Json& offsets = required_field(entry, "data_offsets", source, shown);
   if (!offsets.is_array() || offsets.size() != 2) {
-    fail("{}: tensor '{}': 'data_offsets' must be an array [begin, end]", source, name);
+    fail("{}: tensor '{}': 'data_offsets' must be an array [begin, end]", source, shown);
   }
-  info.data_begin = unsigned_field(offsets[0], source, name, "data_offsets begin");
-  info.data_end = unsigned_field(offsets[1], source, name, "data_offsets end");
+  info.data_begin = unsigned_field(offsets[0], source, shown, "data_offsets begin");
+  info.data_end = unsigned_field(offsets[1], source, shown, "data_offsets end");
   if (info.data_begin > info.data_end) {
-    fail("{}: tensor '{}': data_offsets begin {} is after end {}", source, name, info.data_begin,
+    fail("{}: tensor '{}': data_offsets begin {} is after end {}", source, shown, info.data_begin,
          info.data_end);
   }
   if (info.nbytes() != nbytes) {
-    fail("{}: tensor '{}': {} {} needs {} bytes but data_offsets [{}, {}] span {}", source, name,
+    fail("{}: tensor '{}': {} {} needs {} bytes but data_offsets [{}, {}] span {}", source, shown,
          dtype_name(info.dtype), info.shape.to_string(), nbytes, info.data_begin, info.data_end,
          info.nbytes());
   }
@@ -107,8 +113,8 @@ std::map<std::string, std::string> parse_metadata(const Json& value, std::string
   std::map<std::string, std::string> metadata;
   for (const auto& [key, text] : value.items()) {
     if (!text.is_string()) {
-      fail("{}: '__metadata__' value of '{}' must be a string, not {}", source, key,
-           json_type_phrase(text));
+      fail("{}: '__metadata__' value of '{}' must be a string, not {}", source,
+           printable_excerpt(key), json_type_phrase(text));
     }
     metadata[key] = text.get<std::string>();
   }
@@ -122,23 +128,25 @@ void check_layout(std::vector<TensorInfo>& tensors, uint64_t data_size, std::str
   for (const TensorInfo& info : tensors) {
     if (info.data_end > data_size) {
       fail("{}: tensor '{}': data_offsets [{}, {}] run past the {}-byte data section", source,
-           info.name, info.data_begin, info.data_end, data_size);
+           printable_excerpt(info.name), info.data_begin, info.data_end, data_size);
     }
   }
+  // Names break ties (zero-size tensors share offsets), so the order and the messages do not
+  // depend on the order of the header's entries.
   std::sort(tensors.begin(), tensors.end(), [](const TensorInfo& a, const TensorInfo& b) {
-    return std::tie(a.data_begin, a.data_end) < std::tie(b.data_begin, b.data_end);
+    return std::tie(a.data_begin, a.data_end, a.name) < std::tie(b.data_begin, b.data_end, b.name);
   });
   uint64_t expected = 0;
   const TensorInfo* previous = nullptr;
   for (const TensorInfo& info : tensors) {
     if (info.data_begin < expected) {
-      fail("{}: tensor '{}' at bytes [{}, {}) overlaps tensor '{}' at [{}, {})", source, info.name,
-           info.data_begin, info.data_end, previous->name, previous->data_begin,
-           previous->data_end);
+      fail("{}: tensor '{}' at bytes [{}, {}) overlaps tensor '{}' at [{}, {})", source,
+           printable_excerpt(info.name), info.data_begin, info.data_end,
+           printable_excerpt(previous->name), previous->data_begin, previous->data_end);
     }
     if (info.data_begin > expected) {
       fail("{}: tensor '{}' starts at byte {}, leaving a gap after byte {} of the data section",
-           source, info.name, info.data_begin, expected);
+           source, printable_excerpt(info.name), info.data_begin, expected);
     }
     expected = info.data_end;
     previous = &info;
@@ -160,29 +168,33 @@ SafetensorsHeader parse_safetensors_header(std::span<const uint8_t> file_bytes,
   uint64_t header_size = 0;
   for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | file_bytes[size_t(i)];
   if (header_size > kMaxSafetensorsHeaderBytes) {
-    fail("{}: header length {} exceeds the {}-byte limit (corrupt or not a safetensors file)",
-         source, header_size, kMaxSafetensorsHeaderBytes);
+    // The length is not quoted: its 8 bytes are the file's first, and the file may be anything
+    // (a symbolic link in a model folder can point anywhere).
+    fail(
+        "{}: the header length in the first 8 bytes exceeds the {}-byte limit (corrupt or not a "
+        "safetensors file)",
+        source, kMaxSafetensorsHeaderBytes);
   }
   if (header_size > file_bytes.size() - 8) {
-    fail("{}: header length {} runs past the end of the {}-byte file", source, header_size,
-         file_bytes.size());
+    fail(
+        "{}: the header length in the first 8 bytes runs past the end of the {}-byte file "
+        "(corrupt or not a safetensors file)",
+        source, file_bytes.size());
   }
   const std::string_view text(reinterpret_cast<const char*>(file_bytes.data() + 8),
                               size_t(header_size));
-  const Json header = parse_json_strict(text, source, "tensor name");
-  if (!header.is_object()) {
-    fail("{}: header must be a JSON object, not {}", source, json_type_phrase(header));
-  }
-
+  // Each entry becomes a TensorInfo as soon as it is read, so a header of many tensors never
+  // exists whole as nlohmann::json (ten times the size of its text).
   SafetensorsHeader result;
   result.data_offset = 8 + header_size;
-  for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") {
-      result.metadata = parse_metadata(entry, source);
-    } else {
-      result.tensors.push_back(parse_tensor(name, entry, source));
-    }
-  }
+  parse_json_object_members_strict(text, source, "header", "tensor name",
+                                   [&](const std::string& name, Json&& entry) {
+                                     if (name == "__metadata__") {
+                                       result.metadata = parse_metadata(entry, source);
+                                     } else {
+                                       result.tensors.push_back(parse_tensor(name, entry, source));
+                                     }
+                                   });
   check_layout(result.tensors, file_bytes.size() - result.data_offset, source);
   return result;
 }

@@ -2,8 +2,10 @@
 
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 
+#include "core/decimal_index.h"
 #include "core/error.h"
 #include "model/train_graph.h"
 
@@ -34,10 +36,11 @@ std::vector<std::vector<int32_t>> inference_topk(const Model& model,
   options.attention = AttentionMode::kSparse;
   options.dump = [&](const std::string& name, const TensorView& value) {
     if (!name.ends_with(".indexer.topk")) return;
-    const int64_t layer = std::stoll(name.substr(std::string("layers.").size()));
-    if (layer < 0 || layer >= L) return;  // MTP layers are not part of the comparison
+    const std::optional<int64_t> layer = index_after_prefix(name, "layers.");
+    if (!layer || *layer >= L) return;  // MTP layers are not part of the comparison
+    const size_t l = size_t(*layer);
     const int32_t* data = value.data<int32_t>();
-    topk[size_t(layer)].insert(topk[size_t(layer)].end(), data, data + value.numel());
+    topk[l].insert(topk[l].end(), data, data + value.numel());
   };
   KvCache cache(c, int64_t(window.size()));
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));

@@ -5,7 +5,11 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/file_read.h"
+#include "core/json_describe.h"
 #include "core/json_strict.h"
+#include "core/printable.h"
+#include "model/layout_limits.h"
 
 namespace dsa {
 namespace {
@@ -63,7 +67,7 @@ class KeyReader {
                               : value->get<int64_t>() >= min && value->get<int64_t>() <= max;
     if (!in_range) {
       fail("{}: '{}' must be between {} and {}, got {}", source_, name(key), min, max,
-           value->dump());
+           describe_json(*value));
     }
     return value->get<int64_t>();
   }
@@ -102,7 +106,8 @@ class KeyReader {
     for (std::string_view option : allowed) {
       if (text == option) return text;
     }
-    fail("{}: '{}' must be {}, got \"{}\"", source_, name(key), describe(allowed), text);
+    fail("{}: '{}' must be {}, got \"{}\"", source_, name(key), describe(allowed),
+         printable_excerpt(text));
   }
 
   json unused_keys() const {
@@ -135,7 +140,8 @@ class KeyReader {
 Architecture parse_architecture(KeyReader& keys) {
   const json& archs = keys.require("architectures");
   if (!archs.is_array() || archs.size() != 1 || !archs[0].is_string()) {
-    fail("{}: 'architectures' must be a list of one name, got {}", keys.source(), archs.dump());
+    fail("{}: 'architectures' must be a list of one name, got {}", keys.source(),
+         describe_json(archs));
   }
   const std::string name = archs[0].get<std::string>();
   Architecture arch;
@@ -147,12 +153,12 @@ Architecture parse_architecture(KeyReader& keys) {
     fail(
         "{}: 'architectures' must be [\"DeepseekV32ForCausalLM\"] or [\"DeepseekV3ForCausalLM\"], "
         "got \"{}\"",
-        keys.source(), name);
+        keys.source(), printable_excerpt(name));
   }
   if (const json* type = keys.find("model_type")) {
     if (!type->is_string() || type->get<std::string>() != model_type_name(arch)) {
       fail("{}: 'model_type' must be \"{}\" for {}, got {}", keys.source(), model_type_name(arch),
-           name, type->dump());
+           name, describe_json(*type));
     }
   }
   return arch;
@@ -198,7 +204,7 @@ std::optional<QuantizationConfig> parse_quantization(KeyReader& keys) {
   if (const json* block = quant.find("weight_block_size")) {
     if (*block != json::array({128, 128})) {
       fail("{}: 'quantization_config.weight_block_size' must be [128, 128], got {}", keys.source(),
-           block->dump());
+           describe_json(*block));
     }
   }
   QuantizationConfig config;
@@ -359,16 +365,15 @@ void validate_model_config(const ModelConfig& c, std::string_view source_view) {
     require_multiple(source, "num_attention_heads * v_head_dim",
                      c.num_attention_heads * c.v_head_dim, 128, why);
   }
+  check_layout_limits(c, source);  // the sizes the keys add up to (layout_limits.h)
 }
 
 ModelConfig load_model_config(const std::filesystem::path& path) {
   const std::filesystem::path file =
       std::filesystem::is_directory(path) ? path / "config.json" : path;
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail("cannot read {}", file.string());
-  std::stringstream text;
-  text << in.rdbuf();
-  return parse_model_config(parse_json_strict(text.str(), file.string()), file.string());
+  // Non-blocking open, regular files only, at most kMaxTextFileBytes (core/file_read.h).
+  const std::string text = read_regular_file(file, "model config");
+  return parse_model_config(parse_json_strict(text, file.string()), file.string());
 }
 
 json model_config_to_json(const ModelConfig& c) {

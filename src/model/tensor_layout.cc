@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/fp8_quant.h"
+#include "model/layout_limits.h"
 
 namespace dsa {
 namespace {
@@ -216,16 +217,23 @@ std::vector<CheckpointTensor> checkpoint_tensors(const std::vector<ParameterSpec
 ParameterCounts count_parameters(const ModelConfig& config) {
   ParameterCounts counts;
   // Routed experts are counted as the fraction a token activates: top-k of n per layer.
+  // The sums are checked although validate_model_config (layout_limits.h) has checked them
+  // already: a config built in code may not have been validated.
+  constexpr std::string_view kSource = "model config";
   int64_t routed = 0;
   for_each_parameter(config, [&](const ParameterSpec& p) {
     if (p.mtp) {
-      counts.mtp += p.numel();
+      add_size_or_fail(counts.mtp, p.numel(), p.module, "the MTP parameter count", kSource);
       return;
     }
-    counts.by_module[int(p.module)] += p.numel();
-    counts.main_model += p.numel();
-    if (p.module == Module::kRoutedExperts) routed += p.numel();
+    add_size_or_fail(counts.by_module[int(p.module)], p.numel(), p.module,
+                     "a module's parameter count", kSource);
+    add_size_or_fail(counts.main_model, p.numel(), p.module, "the main model's parameter count",
+                     kSource);
+    if (p.module == Module::kRoutedExperts) routed += p.numel();  // at most main_model
   });
+  int64_t total = counts.main_model;
+  add_size_or_fail(total, counts.mtp, Module::kEmbedding, "the total parameter count", kSource);
   counts.activated_per_token =
       counts.main_model - routed + routed / config.n_routed_experts * config.num_experts_per_tok;
   return counts;

@@ -3,12 +3,11 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "core/json_strict.h"
+#include "core/printable.h"
 
 namespace dsa::text {
 namespace {
-
-// Deeper nesting than this is refused: rendering walks the JSON recursively.
-constexpr int kMaxJsonDepth = 256;
 
 // Where a field sits, for error messages: "<source>: messages[2].tool_calls[0]".
 struct Where {
@@ -27,22 +26,12 @@ struct Where {
 
 std::string_view type_name(const Json& value) { return value.type_name(); }
 
+// Strict and linear (core/json_strict.h): repeated keys, trailing text and nesting deeper than
+// kMaxJsonDepth (rendering walks the JSON recursively) are refused, naming the field.
 Json parse_json(std::string_view text, const Where& where) {
-  const auto limit_depth = [&](int depth, Json::parse_event_t, Json&) {
-    if (depth > kMaxJsonDepth) {
-      fail_at(where, fmt::format("JSON nested deeper than {} levels", kMaxJsonDepth));
-    }
-    return true;
-  };
-  // nlohmann's lexer stops at a NUL byte as if the input ended there; raw NUL is never valid JSON.
-  if (const size_t nul = text.find('\0'); nul != std::string_view::npos) {
-    fail_at(where, fmt::format("not valid JSON: NUL byte at offset {}", nul));
-  }
-  try {
-    return Json::parse(text, limit_depth);
-  } catch (const Json::exception& e) {
-    fail_at(where, fmt::format("not valid JSON: {}", e.what()));
-  }
+  const std::string source = where.path.empty() ? std::string(where.source)
+                                                : fmt::format("{}: {}", where.source, where.path);
+  return parse_ordered_json_strict(text, source);
 }
 
 const std::string& expect_string(const Json& value, const Where& where) {
@@ -87,20 +76,21 @@ ChatRole parse_role(const Json& message, const Where& where) {
   }
   fail_at(where.field("role"),
           fmt::format("unknown role \"{}\" (expected system, user, assistant, tool or developer)",
-                      role));
+                      printable_excerpt(role)));
 }
 
-// OpenAI tools: [{"type": "function", "function": {...}}]; keeps the function objects.
-std::vector<Json> parse_tools(const Json& tools, const Where& where) {
+// OpenAI tools: [{"type": "function", "function": {...}}]; keeps the function objects. They are
+// moved out of the parsed request, which is read once: a tool's schema may be megabytes.
+std::vector<Json> parse_tools(Json& tools, const Where& where) {
   if (!tools.is_array()) fail_at(where, fmt::format("expected an array, got {}", type_name(tools)));
   std::vector<Json> functions;
   for (size_t i = 0; i < tools.size(); ++i) {
-    const Json& tool = tools[i];
+    Json& tool = tools[i];
     const auto function = tool.is_object() ? tool.find("function") : tool.end();
     if (!tool.is_object() || function == tool.end() || !function->is_object()) {
       fail_at(where.item(i), "expected {\"type\": \"function\", \"function\": {...}}");
     }
-    functions.push_back(*function);
+    functions.push_back(std::move(*function));
   }
   return functions;
 }
@@ -131,7 +121,7 @@ ChatToolCall parse_tool_call(const Json& call, const Where& where) {
   return out;
 }
 
-ChatMessage parse_message(const Json& message, const Where& where) {
+ChatMessage parse_message(Json& message, const Where& where) {
   if (!message.is_object()) {
     fail_at(where, fmt::format("expected a message object, got {}", type_name(message)));
   }
@@ -152,7 +142,7 @@ ChatMessage parse_message(const Json& message, const Where& where) {
     out.tools = parse_tools(*it, where.field("tools"));
   }
   if (const auto it = message.find("response_format"); it != message.end()) {
-    out.response_format = *it;
+    out.response_format = std::move(*it);
   }
   return out;
 }
@@ -208,9 +198,9 @@ std::string_view role_name(ChatRole role) {
 
 ChatRequest parse_chat_request(std::string_view json_text, std::string_view source) {
   const Where root{source, ""};
-  const Json body = parse_json(json_text, root);
+  Json body = parse_json(json_text, root);  // its tools and formats are moved out
   ChatRequest request;
-  const Json* messages = &body;
+  Json* messages = &body;
   if (body.is_object()) {
     const auto it = body.find("messages");
     if (it == body.end()) fail_at(root, "request without \"messages\"");
@@ -234,7 +224,7 @@ ChatRequest parse_chat_request(std::string_view json_text, std::string_view sour
   if (const auto it = body.find("response_format"); it != body.end() && !it->is_null()) {
     // {"type": "text"} is OpenAI's default, plain text: nothing to tell the model.
     const bool plain_text = it->is_object() && it->value("type", Json()) == "text";
-    if (!plain_text) response_format = *it;
+    if (!plain_text) response_format = std::move(*it);
   }
   attach_to_system(request, std::move(tools), std::move(response_format), root);
 

@@ -10,13 +10,23 @@ namespace dsa::text {
 
 std::optional<MarkerMatch> find_first_marker(std::string_view text,
                                              std::span<const std::string_view> markers) {
-  std::optional<MarkerMatch> best;
-  for (size_t i = 0; i < markers.size(); ++i) {
-    const size_t position = text.find(markers[i]);
-    if (position == std::string_view::npos) continue;
-    if (!best || position < best->position) best = MarkerMatch{position, i};
+  // One pass over the text, stopping at the first byte where a marker starts. Searching for each
+  // marker in turn would scan the whole text for every marker that is absent, at every call: the
+  // parser calls this once per tag, which made a long completion fed at once quadratic.
+  std::string first_bytes;
+  for (const std::string_view marker : markers) {
+    if (!marker.empty() && first_bytes.find(marker.front()) == std::string::npos) {
+      first_bytes += marker.front();
+    }
   }
-  return best;
+  for (size_t position = text.find_first_of(first_bytes); position != std::string_view::npos;
+       position = text.find_first_of(first_bytes, position + 1)) {
+    const std::string_view rest = text.substr(position);
+    for (size_t i = 0; i < markers.size(); ++i) {
+      if (!markers[i].empty() && rest.starts_with(markers[i])) return MarkerMatch{position, i};
+    }
+  }
+  return std::nullopt;
 }
 
 size_t partial_marker_suffix(std::string_view text, std::span<const std::string_view> markers) {

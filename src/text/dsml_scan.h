@@ -15,7 +15,8 @@ struct MarkerMatch {
   size_t marker = 0;    // index into the marker list
 };
 
-// The earliest occurrence of any marker; at equal positions the one listed first.
+// The earliest occurrence of any marker; at equal positions the one listed first. Linear in the
+// bytes up to the match (the whole text when there is none), whatever the markers.
 std::optional<MarkerMatch> find_first_marker(std::string_view text,
                                              std::span<const std::string_view> markers);
 

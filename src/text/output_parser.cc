@@ -218,8 +218,7 @@ bool OutputParser::step_header() {
     state_ = State::kInvoke;
     return true;
   }
-  if (std::find(parameter_names_.begin(), parameter_names_.end(), match.name) !=
-      parameter_names_.end()) {
+  if (parameter_names_.count(match.name) != 0) {
     fail_markup(fmt::format("duplicate parameter \"{}\"", match.name));
     return true;
   }
@@ -229,7 +228,8 @@ bool OutputParser::step_header() {
   prefix += ": ";
   if (match.is_string) prefix += '"';
   emit(Kind::kToolCallArguments, prefix, open_tool_index_);
-  parameter_names_.push_back(match.name);
+  parameter_names_.insert(match.name);
+  last_parameter_name_ = match.name;
   commit();
   state_ = match.is_string ? State::kStringValue : State::kJsonValue;
   return true;
@@ -253,7 +253,7 @@ bool OutputParser::step_value() {
   }
   if (!match) return false;
   if (kValueMarkers[match->marker] == tokens::kEos) {
-    fail_markup(fmt::format("{} inside parameter \"{}\"", tokens::kEos, parameter_names_.back()));
+    fail_markup(fmt::format("{} inside parameter \"{}\"", tokens::kEos, last_parameter_name_));
     return true;
   }
   if (state_ == State::kStringValue) {

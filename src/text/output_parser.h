@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "text/chat_encoding.h"
@@ -102,7 +103,10 @@ class OutputParser {
   int next_tool_index_ = 0;
   int open_tool_index_ = -1;  // the tool call begun and not yet ended
   std::string open_tool_name_;
-  std::vector<std::string> parameter_names_;  // of the open tool call, for duplicates
+  // The open tool call's parameter names, for duplicates: a hash set, since a tool call may carry
+  // any number of parameters and each one is checked against all before it.
+  std::unordered_set<std::string> parameter_names_;
+  std::string last_parameter_name_;  // the parameter whose value is being read
   bool reported_trailing_text_ = false;
   bool finished_ = false;
 };

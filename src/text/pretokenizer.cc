@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/printable.h"
 #include "text/utf8.h"
 
 namespace dsa::text {
@@ -31,7 +32,10 @@ std::string translate_hf_regex(std::string_view pattern) {
       if (e == 's') {
         out += in_class ? std::string(kWhitespaceItems) : "[" + std::string(kWhitespaceItems) + "]";
       } else if (e == 'S') {
-        if (in_class) fail("regex '{}': \\S inside a character class is not supported", pattern);
+        if (in_class) {
+          fail("regex '{}': \\S inside a character class is not supported",
+               printable_excerpt(pattern));
+        }
         out += "[^" + std::string(kWhitespaceItems) + "]";
       } else {
         out += c;
@@ -67,8 +71,8 @@ RegexSplitStep::RegexSplitStep(std::string_view pattern)
   if (!compiled_->code) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error_code, message, sizeof(message));
-    fail("regex '{}' does not compile (as PCRE2 '{}'): {} at offset {}", pattern, translated,
-         reinterpret_cast<const char*>(message), error_offset);
+    fail("regex '{}' does not compile (as PCRE2 '{}'): {} at offset {}", printable_excerpt(pattern),
+         printable_excerpt(translated), reinterpret_cast<const char*>(message), error_offset);
   }
   // JIT is an optimisation: without it (an unsupported CPU) pcre2_match still works.
   pcre2_jit_compile(compiled_->code, PCRE2_JIT_COMPLETE);
@@ -94,7 +98,7 @@ void RegexSplitStep::split(std::string_view text, TextSpan span, std::vector<Tex
     if (rc < 0) {
       PCRE2_UCHAR message[256];
       pcre2_get_error_message(rc, message, sizeof(message));
-      fail("regex '{}' failed while matching: {}", pattern_,
+      fail("regex '{}' failed while matching: {}", printable_excerpt(pattern_),
            reinterpret_cast<const char*>(message));
     }
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(match_data.get());

@@ -5,6 +5,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/file_read.h"
 #include "text/bpe_byte_alphabet.h"
 #include "text/tokenizer_model.h"
 #include "text/utf8.h"
@@ -12,13 +13,9 @@
 namespace dsa::text {
 namespace {
 
+// Non-blocking open, regular files only, at most kMaxTextFileBytes (core/file_read.h).
 std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open tokenizer file {}", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) fail("cannot read tokenizer file {}", path.string());
-  return text.str();
+  return read_regular_file(path, "tokenizer file");
 }
 
 // Words up to this many bytes are cached within one encode call: long words are rare and would

@@ -152,7 +152,7 @@ TEST(CliInitModel, FlagErrors) {
   expect_error("init-model --preset huge -o " + quoted(dir / "x"), "unknown model preset 'huge'");
   expect_error("init-model --preset tiny --dtype fp4 -o " + quoted(dir / "x"), "--dtype");
   expect_error("init-model --config " + quoted(dir / "none.json") + " -o " + quoted(dir / "x"),
-               "cannot read");
+               "cannot open model config");
   test::write_text_file(dir / "bad.json", R"({"architectures": ["DeepseekV3ForCausalLM"]})");
   expect_error("init-model --config " + quoted(dir / "bad.json") + " -o " + quoted(dir / "x"),
                "missing required key 'vocab_size'");

@@ -123,7 +123,7 @@ TEST_F(RunCli, BadInputIsAClearError) {
   const std::vector<Case> cases = {
       {run_args("-n 4"), "no prompt: give -p TEXT or -f FILE"},
       {run_args("-p a -f b"), "either as -p or as -f"},
-      {run_args("-f /nonexistent/prompt.txt"), "cannot read prompt file /nonexistent/prompt.txt"},
+      {run_args("-f /nonexistent/prompt.txt"), "cannot open prompt file /nonexistent/prompt.txt"},
       {fmt::format("run -m '{}' -p hi", (tmp / "missing").string()), "does not exist"},
       {fmt::format("run -m '{}' -p hi", no_tokenizer), "has no tokenizer.json"},
       {run_args("-p '" + long_prompt + "' -c 8"), "more than the context size of 8 tokens"},

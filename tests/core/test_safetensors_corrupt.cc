@@ -65,12 +65,12 @@ TEST(SafetensorsCorrupt, FileShorterThanTheLengthField) {
 }
 
 TEST(SafetensorsCorrupt, HeaderLengthPastTheEndOfTheFile) {
-  expect_rejected(file_bytes("{}", 0, 64), {"header length 64", "past the end"});
+  expect_rejected(file_bytes("{}", 0, 64), {"header length", "past the end"});
 }
 
 TEST(SafetensorsCorrupt, AbsurdHeaderLength) {
-  expect_rejected(file_bytes("{}", 0, (100ull << 20) + 1), {"header length 104857601", "limit"});
-  expect_rejected(file_bytes("{}", 0, ~0ull), {"header length 18446744073709551615", "limit"});
+  expect_rejected(file_bytes("{}", 0, (100ull << 20) + 1), {"header length", "limit"});
+  expect_rejected(file_bytes("{}", 0, ~0ull), {"header length", "limit"});
 }
 
 TEST(SafetensorsCorrupt, InvalidJson) {

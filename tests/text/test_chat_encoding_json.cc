@@ -131,7 +131,7 @@ TEST(ParseChatRequest, BareArrayAndPlainTextResponseFormat) {
 
 TEST(ParseChatRequest, RejectsBadInputNamingTheField) {
   EXPECT_NE(parse_error("{"), "");
-  EXPECT_NE(parse_error("{").find("req.json: not valid JSON"), std::string::npos);
+  EXPECT_NE(parse_error("{").find("req.json: invalid JSON"), std::string::npos);
   EXPECT_NE(parse_error(R"({"model": "x"})").find("request without \"messages\""),
             std::string::npos);
   EXPECT_NE(parse_error(R"({"messages": {}})").find("messages: expected an array of messages"),
@@ -151,7 +151,7 @@ TEST(ParseChatRequest, RejectsBadInputNamingTheField) {
   EXPECT_NE(
       parse_error(
           R"({"messages": [{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{bad"}}]}]})")
-          .find("messages[0].tool_calls[0].function.arguments: not valid JSON"),
+          .find("messages[0].tool_calls[0].function.arguments: invalid JSON"),
       std::string::npos);
   EXPECT_NE(
       parse_error(
@@ -176,11 +176,10 @@ TEST(ParseChatRequest, RejectsBadInputNamingTheField) {
           .find("tools: tools given both in the request and on messages[0]"),
       std::string::npos);
   EXPECT_NE(parse_error(std::string(R"([{"role": "user", "content": "x"}])") + '\0' + "junk")
-                .find("req.json: not valid JSON: NUL byte at offset 34"),
+                .find("req.json: invalid JSON: NUL byte at offset 34"),
             std::string::npos);
   // Numbers beyond double range, which Python would read as inf.
-  EXPECT_NE(parse_error(R"({"messages": [], "x": 1e400})").find("not valid JSON"),
-            std::string::npos);
+  EXPECT_NE(parse_error(R"({"messages": [], "x": 1e400})").find("invalid JSON"), std::string::npos);
 }
 
 TEST(ParseChatRequest, RejectsDeepNesting) {
