@@ -17,6 +17,7 @@
 #include "model/init_weights.h"
 #include "model/presets.h"
 #include "model/tensor_layout.h"
+#include "output_folder.h"
 
 namespace dsa::cli {
 namespace fs = std::filesystem;
@@ -60,28 +61,6 @@ ModelConfig resolve_config(const InitModelOptions& options) {
   }
   validate_model_config(config, options.preset.empty() ? options.config_path : options.preset);
   return config;
-}
-
-// A folder we may write into: absent or empty, or anything with --force. With --force, the
-// checkpoint files of an earlier write are removed so no stale shard or index survives.
-void prepare_output(const fs::path& dir, bool force) {
-  std::error_code error;
-  if (fs::exists(dir) && !fs::is_directory(dir))
-    fail("{}: exists and is not a folder", dir.string());
-  if (fs::exists(dir) && !fs::is_empty(dir)) {
-    if (!force) fail("{}: folder is not empty (use --force to overwrite)", dir.string());
-    for (const auto& entry : fs::directory_iterator(dir)) {
-      const std::string name = entry.path().filename().string();
-      const bool checkpoint_file =
-          name.starts_with("model") &&
-          (name.ends_with(".safetensors") || name == "model.safetensors.index.json");
-      if (!checkpoint_file) continue;
-      fs::remove(entry.path(), error);
-      if (error) fail("{}: cannot remove: {}", entry.path().string(), error.message());
-    }
-  }
-  fs::create_directories(dir, error);
-  if (error) fail("{}: cannot create the folder: {}", dir.string(), error.message());
 }
 
 // The number of files SafetensorsWriter::write_checkpoint makes: it fills shards greedily in

@@ -11,6 +11,7 @@ void register_info(CLI::App& app);
 void register_tokenize(CLI::App& app);   // tokenize, detokenize
 void register_tokenizer(CLI::App& app);  // tokenizer train
 void register_init_model(CLI::App& app);
+void register_convert(CLI::App& app);
 void register_inspect(CLI::App& app);
 void register_chat_template(CLI::App& app);
 void register_bench(CLI::App& app);  // bench attention

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   dsa::cli::register_tokenize(app);
   dsa::cli::register_tokenizer(app);
   dsa::cli::register_init_model(app);
+  dsa::cli::register_convert(app);
   dsa::cli::register_inspect(app);
   dsa::cli::register_chat_template(app);
   dsa::cli::register_bench(app);

@@ -89,4 +89,17 @@ void quantize_weight_fp8(const float* weight, int64_t rows, int64_t cols, fp8_e4
   }
 }
 
+void quantize_weight_fp8(const float* weight, int64_t rows, int64_t cols, fp8_e4m3* out,
+                         float* scale_inv, ThreadPool& pool) {
+  const int64_t scale_cols = weight_scale_cols(cols);
+  pool.parallel_for(weight_scale_rows(rows), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t band = begin; band < end; ++band) {
+      const int64_t row0 = band * kFp8BlockSize;
+      const int64_t band_rows = std::min<int64_t>(kFp8BlockSize, rows - row0);
+      quantize_weight_fp8(weight + row0 * cols, band_rows, cols, out + row0 * cols,
+                          scale_inv + band * scale_cols);
+    }
+  });
+}
+
 }  // namespace dsa

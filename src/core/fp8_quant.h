@@ -12,6 +12,7 @@
 #include <span>
 
 #include "core/float_formats.h"
+#include "core/thread_pool.h"
 
 namespace dsa {
 
@@ -35,8 +36,12 @@ void act_quant_row(std::span<const float> x, ScaleFormat format, std::span<fp8_e
 void act_quant_round_trip(std::span<const float> x, ScaleFormat format, std::span<float> out);
 
 // Shape of the block-scale tensor of a [rows, cols] weight.
-inline int64_t weight_scale_rows(int64_t rows) { return (rows + kFp8BlockSize - 1) / kFp8BlockSize; }
-inline int64_t weight_scale_cols(int64_t cols) { return (cols + kFp8BlockSize - 1) / kFp8BlockSize; }
+inline int64_t weight_scale_rows(int64_t rows) {
+  return (rows + kFp8BlockSize - 1) / kFp8BlockSize;
+}
+inline int64_t weight_scale_cols(int64_t cols) {
+  return (cols + kFp8BlockSize - 1) / kFp8BlockSize;
+}
 
 // W_real = fp8(W) * S per 128x128 block. `weight` is [rows, cols] row-major, `scale_inv` is
 // [ceil(rows/128), ceil(cols/128)], `out` is [rows, cols]. Any shape is allowed: edge blocks
@@ -48,5 +53,9 @@ void dequantize_weight_fp8(const fp8_e4m3* weight, const float* scale_inv, int64
 // all-zero block) and W = fp8(w / S). Writes the codes and the block scales.
 void quantize_weight_fp8(const float* weight, int64_t rows, int64_t cols, fp8_e4m3* out,
                          float* scale_inv);
+
+// The same on the pool: each band of 128 rows is an independent row of blocks.
+void quantize_weight_fp8(const float* weight, int64_t rows, int64_t cols, fp8_e4m3* out,
+                         float* scale_inv, ThreadPool& pool);
 
 }  // namespace dsa

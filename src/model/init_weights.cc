@@ -49,16 +49,7 @@ void compute_fp8(const ParameterSpec& spec, uint64_t seed, ThreadPool& pool, Fp8
   init_parameter_values(spec, seed, values, pool);
   fp8.codes.resize(values.size());
   fp8.scales.resize(size_t(weight_scale_rows(rows) * weight_scale_cols(cols)));
-  // Each band of 128 rows is an independent row of blocks.
-  pool.parallel_for(weight_scale_rows(rows), 1, [&](int64_t begin, int64_t end) {
-    for (int64_t band = begin; band < end; ++band) {
-      const int64_t row0 = band * kFp8BlockSize;
-      const int64_t band_rows = std::min<int64_t>(kFp8BlockSize, rows - row0);
-      quantize_weight_fp8(values.data() + row0 * cols, band_rows, cols,
-                          fp8.codes.data() + row0 * cols,
-                          fp8.scales.data() + band * weight_scale_cols(cols));
-    }
-  });
+  quantize_weight_fp8(values.data(), rows, cols, fp8.codes.data(), fp8.scales.data(), pool);
   fp8.computed = true;
 }
 

@@ -33,19 +33,7 @@ class LogitsCli : public ::testing::Test {
 };
 TempDir* LogitsCli::dir_ = nullptr;
 
-// The [rows, cols] fp32 payload of an .npy file written by dsa (header checked).
-std::vector<float> read_npy(const std::filesystem::path& path, int64_t rows, int64_t cols) {
-  const std::string bytes = test::read_text_file(path);
-  EXPECT_EQ(bytes.substr(0, 6), "\x93NUMPY");
-  const size_t header = uint8_t(bytes[8]) | size_t(uint8_t(bytes[9])) << 8;
-  EXPECT_NE(bytes.find(fmt::format("'shape': ({}, {})", rows, cols)), std::string::npos);
-  std::vector<float> out(size_t(rows * cols));
-  EXPECT_EQ(bytes.size(), 10 + header + out.size() * 4);
-  if (bytes.size() == 10 + header + out.size() * 4) {
-    std::memcpy(out.data(), bytes.data() + 10 + header, out.size() * 4);
-  }
-  return out;
-}
+using test::read_npy;
 
 TEST_F(LogitsCli, WritesEveryPositionAndTheScheduleDoesNotChangeThem) {
   TempDir out;

@@ -1,10 +1,13 @@
 #include "support/test_util.h"
 
+#include <fmt/format.h>
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -57,6 +60,20 @@ CommandResult run_dsa(const std::string& args, const std::string& stdin_text) {
   result.out = read_text_file(out_path);
   result.err = read_text_file(err_path);
   return result;
+}
+
+std::vector<float> read_npy(const std::filesystem::path& path, int64_t rows, int64_t cols) {
+  const std::string bytes = read_text_file(path);
+  EXPECT_EQ(bytes.substr(0, 6), "\x93NUMPY");
+  if (bytes.size() < 10) return {};
+  const size_t header = uint8_t(bytes[8]) | size_t(uint8_t(bytes[9])) << 8;
+  EXPECT_NE(bytes.find(fmt::format("'shape': ({}, {})", rows, cols)), std::string::npos);
+  std::vector<float> out(size_t(rows * cols));
+  EXPECT_EQ(bytes.size(), 10 + header + out.size() * 4);
+  if (bytes.size() == 10 + header + out.size() * 4) {
+    std::memcpy(out.data(), bytes.data() + 10 + header, out.size() * 4);
+  }
+  return out;
 }
 
 }  // namespace dsa::test

@@ -1,8 +1,10 @@
 // Helpers shared by the tests: paths, temporary folders, running the dsa binary.
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace dsa::test {
 
@@ -34,5 +36,9 @@ CommandResult run_dsa(const std::string& args, const std::string& stdin_text = "
 
 std::string read_text_file(const std::filesystem::path& path);
 void write_text_file(const std::filesystem::path& path, const std::string& text);
+
+// The [rows, cols] fp32 payload of an .npy file written by dsa (`dsa logits`); a wrong magic,
+// shape or size is a test failure (and an empty or partial result).
+std::vector<float> read_npy(const std::filesystem::path& path, int64_t rows, int64_t cols);
 
 }  // namespace dsa::test
