@@ -109,6 +109,23 @@ std::vector<int32_t> select_keys(const Context& c, IndexerSaved& s) {
   return indices;
 }
 
+// The indexer's target p for sequence b (the main attention summed over heads, L1-normalised)
+// over `indices` (topk per row), or over every causal key when indices is null.
+AttentionTarget<float> target_params(const Context& c, const AttentionSaved& att, const Dims& d,
+                                     int64_t b, const int32_t* indices, int64_t topk, float* p) {
+  const int64_t T = d.T;
+  return {.q = att.q.data() + b * T * d.H * d.qk,
+          .k = att.k.data() + b * T * d.H * d.qk,
+          .lse = att.lse.data() + b * T * d.H,
+          .indices = indices,
+          .topk = topk,
+          .p = p,
+          .tokens = T,
+          .heads = d.H,
+          .qk_dim = d.qk,
+          .scale = c.softmax_scale};
+}
+
 // The indexer's KL loss against the main attention just computed, and its backward into the
 // indexer's parameters only (the indexer's inputs are detached).
 void indexer_loss(const Context& c, const std::string& p, const float* a, const float* cq,
@@ -127,17 +144,7 @@ void indexer_loss(const Context& c, const std::string& p, const float* a, const 
     const int32_t* indices = topk ? att.indices.data() + b * T * topk : nullptr;
     IndexerScoresTrain<float> sp = scores_params(c, s, b, scores.data());
     indexer_scores_train_forward(sp, c.pool);
-    attention_target(AttentionTarget<float>{.q = att.q.data() + b * T * d.H * d.qk,
-                                            .k = att.k.data() + b * T * d.H * d.qk,
-                                            .lse = att.lse.data() + b * T * d.H,
-                                            .indices = indices,
-                                            .topk = topk,
-                                            .p = target.data(),
-                                            .tokens = T,
-                                            .heads = d.H,
-                                            .qk_dim = d.qk,
-                                            .scale = c.softmax_scale},
-                     c.pool);
+    attention_target(target_params(c, att, d, b, indices, topk, target.data()), c.pool);
     indexer_kl_loss(IndexerKlLoss<float>{.scores = scores.data(),
                                          .p = target.data(),
                                          .indices = indices,
@@ -200,17 +207,8 @@ void record_indexer_recall(const Context& c, int64_t layer, IndexerSaved& s,
   const std::vector<int32_t> selected = select_keys(c, s);
   Buffer target(size_t(T * T));
   for (int64_t b = 0; b < c.sequences; ++b) {
-    attention_target(AttentionTarget<float>{.q = att.q.data() + b * T * d.H * d.qk,
-                                            .k = att.k.data() + b * T * d.H * d.qk,
-                                            .lse = att.lse.data() + b * T * d.H,
-                                            .indices = nullptr,  // every causal key
-                                            .topk = 0,
-                                            .p = target.data(),
-                                            .tokens = T,
-                                            .heads = d.H,
-                                            .qk_dim = d.qk,
-                                            .scale = c.softmax_scale},
-                     c.pool);
+    // Every causal key (no indices): the warm-up's target.
+    attention_target(target_params(c, att, d, b, nullptr, 0, target.data()), c.pool);
     c.pool.parallel_for(T - k, 16, [&](int64_t begin, int64_t end) {
       std::vector<float> row_p;
       for (int64_t t = k + begin; t < k + end; ++t) {  // rows t < k: all keys are selected

@@ -257,7 +257,11 @@ TrainStepResult train_step(const ParameterBuffer& params, const TrainBatch& batc
     LayerSaved& s = saved[static_cast<size_t>(l)];
     layer_forward(c, l, h, s, branch, result);
     if (options.record_topk) result.topk[static_cast<size_t>(l)] = s.attention.indices;
-    if (recompute && l + 1 < L) s = LayerSaved{.h_in = std::move(s.h_in)};  // last: kept
+    if (recompute && l + 1 < L) {  // the last layer's backward comes first: keep it whole
+      Buffer input = std::move(s.h_in);
+      s = LayerSaved{};
+      s.h_in = std::move(input);
+    }
   }
   Buffer rstd_final(static_cast<size_t>(N)), normed(size_t(N * D));
   rms_norm(c, h.data(), N, D, c.param("model.norm.weight"), normed.data(), rstd_final.data());
