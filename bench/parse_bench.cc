@@ -1,17 +1,24 @@
 // Parse time against input size for what the engine reads from untrusted sources: the streaming
 // output parser on a whole model output fed at once (what the server does) and in token-sized
-// pieces, and a safetensors header. Time per byte should stay flat from 64 KB to 4 MB (linear
-// parsing); docs/input-limits.md records the numbers.
+// pieces, a safetensors header, a config.json, a tokenizer.json and a chat request. Time per byte
+// should stay flat from 64 KB to 4 MB (linear parsing); docs/input-limits.md records the numbers.
 //   build/release/bench/parse_bench --benchmark_repetitions=5 --benchmark_report_aggregates_only
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "core/json_strict.h"
 #include "core/safetensors.h"
+#include "model/config.h"
+#include "model/presets.h"
+#include "text/bpe_trainer.h"
+#include "text/chat_messages.h"
 #include "text/output_parser.h"
+#include "text/tokenizer.h"
 
 namespace {
 
@@ -89,6 +96,71 @@ void BM_SafetensorsHeader(benchmark::State& state) {
   state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(file.size()));
 }
 
+// The tiny preset's config.json plus an unknown key holding a list of numbers, about `bytes` in
+// all: what an unexpected or hostile extra costs the config reader (it is kept, not interpreted).
+std::string config_json(size_t bytes) {
+  nlohmann::json config = dsa::model_config_to_json(dsa::find_model_preset("tiny").config);
+  nlohmann::json extra = nlohmann::json::array();
+  for (size_t size = config.dump().size(); size < bytes; size += 8) extra.push_back(1234567);
+  config["unknown_extra"] = std::move(extra);
+  return config.dump();
+}
+
+void BM_ConfigJson(benchmark::State& state) {
+  const std::string text = config_json(size_t(state.range(0)));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(
+        dsa::parse_model_config(dsa::parse_json_strict(text, "config.json"), "config.json"));
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(text.size()));
+}
+
+// A byte-level BPE tokenizer trained on a few words, its vocabulary then grown with extra
+// (unmerged) entries to about `bytes`: the bulk of a real tokenizer.json is its vocabulary.
+std::string tokenizer_json(size_t bytes) {
+  dsa::text::BpeTrainer trainer({.vocab_size = 400, .min_frequency = 1});
+  trainer.add_text("the quick brown fox jumps over the lazy dog; the dog sleeps, the fox runs.");
+  nlohmann::json json = nlohmann::json::parse(trainer.train_to_json());
+  nlohmann::json& vocab = json["model"]["vocab"];
+  int64_t next_id = 0;
+  for (const auto& item : vocab.items()) next_id = std::max<int64_t>(next_id, item.value().get<int64_t>() + 1);
+  for (const auto& token : json["added_tokens"]) {
+    next_id = std::max<int64_t>(next_id, token["id"].get<int64_t>() + 1);
+  }
+  for (size_t size = json.dump().size(); size < bytes; size += 24) {
+    vocab["\u0120extra_token_" + std::to_string(next_id)] = next_id;
+    ++next_id;
+  }
+  return json.dump();
+}
+
+void BM_TokenizerJson(benchmark::State& state) {
+  const std::string text = tokenizer_json(size_t(state.range(0)));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(dsa::text::Tokenizer::from_json_text(text, "tokenizer.json"));
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(text.size()));
+}
+
+// An OpenAI chat request of short user / assistant turns, about `bytes` long.
+std::string chat_request(size_t bytes) {
+  std::string text = R"({"messages": [{"role": "system", "content": "You are terse."})";
+  for (size_t i = 0; text.size() < bytes; ++i) {
+    text += i % 2 ? R"(, {"role": "assistant", "content": "Answer )"
+                  : R"(, {"role": "user", "content": "Question )";
+    text += std::to_string(i) + R"(, with some words in it."})";
+  }
+  return text + "]}";
+}
+
+void BM_ChatRequest(benchmark::State& state) {
+  const std::string text = chat_request(size_t(state.range(0)));
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(dsa::text::parse_chat_request(text, "request"));
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(text.size()));
+}
+
 }  // namespace
 
 BENCHMARK(BM_OutputParserWhole)
@@ -100,6 +172,19 @@ BENCHMARK(BM_OutputParserPieces)
     ->Range(64 << 10, 4 << 20)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_SafetensorsHeader)
+    ->RangeMultiplier(4)
+    ->Range(64 << 10, 4 << 20)
+    ->Unit(benchmark::kMillisecond);
+
+BENCHMARK(BM_ConfigJson)
+    ->RangeMultiplier(4)
+    ->Range(64 << 10, 4 << 20)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TokenizerJson)
+    ->RangeMultiplier(4)
+    ->Range(64 << 10, 4 << 20)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_ChatRequest)
     ->RangeMultiplier(4)
     ->Range(64 << 10, 4 << 20)
     ->Unit(benchmark::kMillisecond);
