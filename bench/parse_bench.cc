@@ -123,7 +123,8 @@ std::string tokenizer_json(size_t bytes) {
   nlohmann::json json = nlohmann::json::parse(trainer.train_to_json());
   nlohmann::json& vocab = json["model"]["vocab"];
   int64_t next_id = 0;
-  for (const auto& item : vocab.items()) next_id = std::max<int64_t>(next_id, item.value().get<int64_t>() + 1);
+  for (const auto& item : vocab.items())
+    next_id = std::max<int64_t>(next_id, item.value().get<int64_t>() + 1);
   for (const auto& token : json["added_tokens"]) {
     next_id = std::max<int64_t>(next_id, token["id"].get<int64_t>() + 1);
   }

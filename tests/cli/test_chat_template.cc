@@ -56,7 +56,9 @@ TEST(ChatTemplateCli, IdsAreTheTokenizationOfThePrompt) {
 TEST(ChatTemplateCli, ErrorsNameTheProblem) {
   test::CommandResult r = test::run_dsa("chat-template --messages /nonexistent/m.json");
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_EQ(r.err, "dsa: error: cannot open messages file /nonexistent/m.json: No such file or directory\n");
+  EXPECT_EQ(
+      r.err,
+      "dsa: error: cannot open messages file /nonexistent/m.json: No such file or directory\n");
 
   r = test::run_dsa("chat-template --messages -", R"({"messages": [{"role": "bot"}]})");
   EXPECT_EQ(r.exit_code, 1);

@@ -76,17 +76,17 @@ DSA_TARGET_AVX512 void transpose16x16(const __m512 in[16], __m512 out[16]) {
     const __m512 odd_lo = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);   // lanes 1, 3
     const __m512 even_hi = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
     const __m512 odd_hi = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
-    out[c] = _mm512_shuffle_f32x4(even_lo, even_hi, 0x88);       // column c
-    out[4 + c] = _mm512_shuffle_f32x4(odd_lo, odd_hi, 0x88);     // column 4 + c
-    out[8 + c] = _mm512_shuffle_f32x4(even_lo, even_hi, 0xDD);   // column 8 + c
-    out[12 + c] = _mm512_shuffle_f32x4(odd_lo, odd_hi, 0xDD);    // column 12 + c
+    out[c] = _mm512_shuffle_f32x4(even_lo, even_hi, 0x88);      // column c
+    out[4 + c] = _mm512_shuffle_f32x4(odd_lo, odd_hi, 0x88);    // column 4 + c
+    out[8 + c] = _mm512_shuffle_f32x4(even_lo, even_hi, 0xDD);  // column 8 + c
+    out[12 + c] = _mm512_shuffle_f32x4(odd_lo, odd_hi, 0xDD);   // column 12 + c
   }
 }
 
 // Up to 16 rows (row i at src + i·stride, `count` of them, the rest zero) × 16 consecutive
 // floats (`len` of them, the rest zero), transposed: out[p] holds element p of every row.
-DSA_TARGET_AVX512 void load_transposed(const float* src, int64_t stride, int64_t count,
-                                       int64_t len, __m512 out[16]) {
+DSA_TARGET_AVX512 void load_transposed(const float* src, int64_t stride, int64_t count, int64_t len,
+                                       __m512 out[16]) {
   const __mmask16 mask = column_mask(len);
   __m512 rows[16];
   for (int i = 0; i < 16; ++i) {
