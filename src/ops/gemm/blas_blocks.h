@@ -15,10 +15,11 @@
 
 namespace dsa {
 
-// OpenBLAS single-threaded while it lives (the pool's threads call it), restored after.
+// OpenBLAS single-threaded while it lives (the pool's threads call it), restored after; nothing
+// to do when sgemm() runs our own kernel.
 class SingleThreadedBlas {
  public:
-  SingleThreadedBlas() : saved_(openblas_get_num_threads()) {
+  SingleThreadedBlas() : saved_(sgemm_calls_openblas() ? openblas_get_num_threads() : 1) {
     if (saved_ != 1) openblas_set_num_threads(1);
   }
   ~SingleThreadedBlas() {

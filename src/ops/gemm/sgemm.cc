@@ -55,4 +55,6 @@ void sgemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
 
 const char* sgemm_implementation() { return use_avx512() ? "avx512" : "openblas"; }
 
+bool sgemm_calls_openblas() { return !use_avx512(); }
+
 }  // namespace dsa

@@ -30,5 +30,6 @@ void sgemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
 
 // Which implementation sgemm() uses on this CPU: "avx512" or "openblas".
 const char* sgemm_implementation();
+bool sgemm_calls_openblas();
 
 }  // namespace dsa
