@@ -193,7 +193,10 @@ def bench(args):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss, lm, counts = forward_loss(cfg, params, buffers, tokens, args.stage)
+        # --precision bf16: PyTorch's own mixed precision on the CPU (matrix products in bf16,
+        # fp32 master weights), the counterpart of `dsa train --precision bf16`.
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss, lm, counts = forward_loss(cfg, params, buffers, tokens, args.stage)
         loss.backward()
         for t in trained:
             if t.grad is None:
@@ -216,6 +219,7 @@ def bench(args):
         "torch_version": torch.__version__,
         "threads": torch.get_num_threads(),
         "stage": args.stage,
+        "precision": args.precision,
         "batch": args.batch,
         "seq": args.seq,
         "warmup": args.warmup,
@@ -235,6 +239,8 @@ def main():
     parser.add_argument("--steps", type=int, default=5, help="timed steps")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before them")
     parser.add_argument("--stage", choices=("dense", "sparse"), default="dense")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: the forward under torch.autocast(cpu, bfloat16)")
     parser.add_argument("--lr", type=float, default=3e-4, help="constant learning rate")
     parser.add_argument("--weight-decay", type=float, default=0.1)
     parser.add_argument("--clip", type=float, default=1.0)

@@ -415,6 +415,7 @@ struct BenchTrainOptions {
   bool json = false;
   bool no_breakdown = false;
   bool recompute = false;
+  std::string precision = "fp32";
 };
 
 // Removes a folder when it goes out of scope (the PyTorch baseline's inputs).
@@ -434,6 +435,7 @@ void run_bench_train(const BenchTrainOptions& o) {
   TrainBenchConfig config;
   config.graph = train_bench_stage(o.stage);
   config.graph.recompute_layers = o.recompute;
+  config.graph.matmul = parse_matmul_precision(o.precision, "--precision");
   config.seq = parse_int_flag(o.seq, "--seq", 2);
   config.batch = parse_int_flag(o.batch, "--batch", 1);
   config.runs = int(std::min<int64_t>(parse_int_flag(o.runs, "--runs", 1), 1000));
@@ -481,6 +483,7 @@ void run_bench_train(const BenchTrainOptions& o) {
              .model_dir = torch_dir.path / "model",
              .tokens_file = torch_dir.path / "tokens.json",
              .stage = o.stage,
+             .precision = matmul_precision_name(config.graph.matmul),
              .batch = config.batch,
              .seq = config.seq,
              .threads = threads,
@@ -541,7 +544,9 @@ void run_bench_train(const BenchTrainOptions& o) {
   report.stage = o.stage;
   report.recompute = o.recompute;
   report.peak_rss = peak_rss_bytes();
-  report.sgemm = sgemm_implementation();
+  report.sgemm = config.graph.matmul == MatmulPrecision::kBf16 ? sgemm_bf16_implementation()
+                                                                : sgemm_implementation();
+  report.precision = matmul_precision_name(config.graph.matmul);
   report.threads = pool.size();
   report.cpu = cpu_model_name();
   report.simd_target = simd_target_name();
@@ -594,6 +599,10 @@ CLI::App* add_bench_train(CLI::App* bench, const std::shared_ptr<BenchModelOptio
                 "Skip the forward / backward / matrix-product breakdown");
   cmd->add_flag("--recompute", o->recompute,
                 "Recompute each layer's forward in the backward, as `dsa train --recompute`");
+  cmd->add_option("--precision", o->precision,
+                  "The matrix products: fp32, or bf16 (operands rounded to bf16, fp32 sums), as "
+                  "`dsa train --precision`")
+      ->default_str("fp32");
   cmd->add_flag("--json", o->json, "Print one JSON object instead of the report");
   cmd->callback([o, model] {
     if (!model->model_dir.empty()) {

@@ -17,6 +17,7 @@ namespace {
 
 struct TrainArgs {
   std::string stage = "dense";
+  std::string precision = "fp32";
   std::string data, output, log, plot, tokenizer;
   train::TrainerOptions options;
 };
@@ -64,11 +65,17 @@ void register_train(CLI::App& app) {
   cmd->add_flag("--recompute", o.recompute,
                 "Recompute each layer's forward in the backward: activation memory of one layer "
                 "plus the layer inputs, for about a third more compute; the same numbers");
+  cmd->add_option("--precision", args->precision,
+                  "The matrix products (linear layers, LM head): fp32, or bf16 compute "
+                  "(operands rounded to bf16, fp32 sums; master weights and optimizer state stay "
+                  "fp32). A resume repeats it")
+      ->default_str("fp32");
   cmd->add_option("--tokenizer", args->tokenizer,
                   "tokenizer.json to ship with the model (default: the data's)");
   cmd->callback([args] {
     train::TrainerOptions options = args->options;
     options.stage = train::parse_stage(args->stage);
+    options.precision = parse_matmul_precision(args->precision, "--precision");
     options.data = args->data;
     options.output = args->output;
     options.log = args->log;

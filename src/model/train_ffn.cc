@@ -70,7 +70,7 @@ void ffn_forward(const Context& c, int64_t layer, const float* f, float* out, Ff
   }
   const int64_t E = m.n_routed_experts, k = m.num_experts_per_tok;
   s.logits.resize(size_t(N * E));
-  linear(c, f, N, c.param(p + "gate.weight"), E, D, s.logits.data());
+  linear(c, f, N, c.param(p + "gate.weight"), E, D, s.logits.data(), ProductPrecision::kFp32);
   s.expert_ids.resize(size_t(N * k));
   s.expert_weights.resize(size_t(N * k));
   moe_gate_train_forward(MoeGateTrain<float>{.logits = s.logits.data(),
@@ -206,7 +206,7 @@ void ffn_backward(const Context& c, int64_t layer, const float* f, const float* 
     }
   }
   linear_back(c, f, N, c.param(p + "gate.weight"), E, D, dlogits.data(), df,
-              c.grad(p + "gate.weight"));
+              c.grad(p + "gate.weight"), ProductPrecision::kFp32);
 }
 
 }  // namespace dsa::train_internal

@@ -26,17 +26,33 @@ float* Context::grad(const std::string& name) const {
 std::string layer_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
 
 void linear(const Context& c, const float* x, int64_t m, const float* w, int64_t n, int64_t k,
-            float* y) {
-  linear_train_forward(LinearTrain<float>{.x = x, .weight = w, .y = y, .m = m, .n = n, .k = k},
-                       c.pool);
+            float* y, ProductPrecision precision) {
+  linear_train_forward(
+      LinearTrain<float>{.x = x,
+                         .weight = w,
+                         .y = y,
+                         .m = m,
+                         .n = n,
+                         .k = k,
+                         .precision = precision == ProductPrecision::kFp32 ? MatmulPrecision::kFp32
+                                                                           : c.options.matmul},
+      c.pool);
 }
 
 void linear_back(const Context& c, const float* x, int64_t m, const float* w, int64_t n, int64_t k,
-                 const float* dy, float* dx, float* dw) {
+                 const float* dy, float* dx, float* dw, ProductPrecision precision) {
   if (!dx && !dw) return;
   linear_backward(
-      LinearTrain<float>{
-          .x = x, .weight = w, .dy = dy, .dx = dx, .dweight = dw, .m = m, .n = n, .k = k},
+      LinearTrain<float>{.x = x,
+                         .weight = w,
+                         .dy = dy,
+                         .dx = dx,
+                         .dweight = dw,
+                         .m = m,
+                         .n = n,
+                         .k = k,
+                         .precision = precision == ProductPrecision::kFp32 ? MatmulPrecision::kFp32
+                                                                           : c.options.matmul},
       c.pool);
 }
 
@@ -287,7 +303,8 @@ TrainStepResult train_step(const ParameterBuffer& params, const TrainBatch& batc
                                  .tokens = N,
                                  .dim = D,
                                  .vocab = V,
-                                 .chunk_rows = lm_head_chunk_rows(V)};
+                                 .chunk_rows = lm_head_chunk_rows(V),
+                                 .precision = c.options.matmul};
     float loss_sum = 0.0f;
     ce.loss_sum = &loss_sum;
     lm_head_cross_entropy(ce, pool);

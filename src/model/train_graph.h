@@ -12,6 +12,7 @@
 #include "core/thread_pool.h"
 #include "model/forward.h"
 #include "model/train_parameters.h"
+#include "ops/gemm/sgemm.h"
 
 namespace dsa {
 
@@ -41,6 +42,9 @@ struct TrainStepOptions {
   // activation memory of one layer instead of all, for about one more forward pass of compute.
   // Results are bit-identical either way.
   bool recompute_layers = false;
+  // The products of the linear layers and the LM head: fp32, or bf16 compute (operands rounded
+  // to bf16, sums in fp32; ops/gemm/sgemm.h). Master weights and gradients stay fp32.
+  MatmulPrecision matmul = MatmulPrecision::kFp32;
 };
 
 struct TrainStepResult {

@@ -34,12 +34,18 @@ struct Context {
 
 std::string layer_prefix(int64_t layer);  // "model.layers.3."
 
+// A product's precision: the step's (TrainStepOptions::matmul), or always fp32 (the MoE router,
+// whose logits pick the experts: a bf16 rounding there can flip a routing decision, and its
+// product is tiny).
+enum class ProductPrecision { kStep, kFp32 };
+
 // y [m, n] = x [m, k] · Wᵀ.
 void linear(const Context& c, const float* x, int64_t m, const float* w, int64_t n, int64_t k,
-            float* y);
+            float* y, ProductPrecision precision = ProductPrecision::kStep);
 // dx [m, k] += dy · W (dx may be null), dW [n, k] += dyᵀ · x (dw may be null).
 void linear_back(const Context& c, const float* x, int64_t m, const float* w, int64_t n, int64_t k,
-                 const float* dy, float* dx, float* dw);
+                 const float* dy, float* dx, float* dw,
+                 ProductPrecision precision = ProductPrecision::kStep);
 
 // RMSNorm of rows [m, d] with the weight `w`: y and the saved rstd [m].
 void rms_norm(const Context& c, const float* x, int64_t m, int64_t d, const float* w, float* y,

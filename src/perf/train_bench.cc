@@ -237,9 +237,11 @@ struct GemmSuite {
   std::vector<int32_t> targets;  // the LM head's: any valid ids
   const ParameterBuffer& params;
   ParameterBuffer& grads;
+  MatmulPrecision precision;
 
-  GemmSuite(std::vector<TrainGemm> list, const ParameterBuffer& p, ParameterBuffer& g)
-      : gemms(std::move(list)), params(p), grads(g) {
+  GemmSuite(std::vector<TrainGemm> list, const ParameterBuffer& p, ParameterBuffer& g,
+            MatmulPrecision matmul)
+      : gemms(std::move(list)), params(p), grads(g), precision(matmul) {
     int64_t xs = 0, ys = 0, rows = 0;
     for (const TrainGemm& t : gemms) {
       xs = std::max(xs, t.m * t.k);
@@ -272,7 +274,8 @@ struct GemmSuite {
                                      .tokens = t.m,
                                      .dim = t.k,
                                      .vocab = t.n,
-                                     .chunk_rows = t.chunk},
+                                     .chunk_rows = t.chunk,
+                                     .precision = precision},
             pool);
         continue;
       }
@@ -281,7 +284,8 @@ struct GemmSuite {
                           .y = y.data(),
                           .m = t.m,
                           .n = t.n,
-                          .k = t.k};
+                          .k = t.k,
+                          .precision = precision};
       linear_train_forward(p, pool);
       if (!t.dx && !t.dw) continue;
       p.dy = y.data();
@@ -334,7 +338,7 @@ TrainBenchResult run_train_bench(const ParameterBuffer& params, const TrainBench
           : std::clamp<int64_t>((int64_t(32) << 20) / model.vocab_size / 16 * 16, 64, 1024);
   GemmSuite suite(
       train_gemms(model, r.tokens_per_step, forward.expert_load, config.graph, lm_chunk), params,
-      grads);
+      grads, config.graph.matmul);
   r.gemm_flops = suite.flops();
   r.gemm_seconds = time_runs(warmup, config.runs, [&] { suite.run(pool); });
   return r;
@@ -493,7 +497,8 @@ TorchBaselineResult run_torch_baseline(const TorchBaselineConfig& c) {
                                          "--threads",       threads,
                                          "--steps",         std::to_string(c.runs),
                                          "--warmup",        std::to_string(c.warmup),
-                                         "--stage",         c.stage};
+                                         "--stage",         c.stage,
+                                         "--precision",     c.precision};
   if (!fs::exists(c.python)) fail("--torch: no Python at {}", c.python.string());
   std::vector<std::string> env = {"OPENBLAS_NUM_THREADS=" + threads, "OMP_NUM_THREADS=" + threads};
   for (const std::string& setting : c.env) {
@@ -539,8 +544,9 @@ std::string format_train_report(const TrainBenchReport& rep) {
   const double peak = rep.peaks.fp32_flops_per_second;
   const double step_flops = r.step_flops();
   std::string out;
-  out += fmt::format("dsa {} (commit {}), {}, {} threads, SIMD target {}, sgemm {}\n", rep.version,
-                     rep.commit, rep.cpu, rep.threads, rep.simd_target, rep.sgemm);
+  out += fmt::format("dsa {} (commit {}), {}, {} threads, SIMD target {}, {} products (sgemm {})\n",
+                     rep.version, rep.commit, rep.cpu, rep.threads, rep.simd_target, rep.precision,
+                     rep.sgemm);
   out += fmt::format("fp32 FMA peak {:.1f} GFLOP/s ({}); load average (1 min) {:.2f}\n",
                      peak * 1e-9, rep.peak_given ? "given" : "measured", rep.load_average);
   out += fmt::format(
@@ -635,6 +641,7 @@ json train_report_json(const TrainBenchReport& rep) {
             {"recompute", rep.recompute},
             {"peak_rss_bytes", rep.peak_rss},
             {"sgemm", rep.sgemm},
+            {"precision", rep.precision},
             {"threads", rep.threads},
             {"tokens_per_step", r.tokens_per_step},
             {"warmup", r.warmup},

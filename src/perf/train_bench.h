@@ -142,6 +142,7 @@ struct TorchBaselineConfig {
   std::filesystem::path model_dir;    // written by write_bench_model
   std::filesystem::path tokens_file;  // written by write_bench_tokens
   std::string stage = "dense";
+  std::string precision = "fp32";  // bf16: the forward under torch.autocast
   int64_t batch = 0, seq = 0;
   int threads = 1;
   int warmup = 1, runs = 5;
@@ -180,7 +181,9 @@ struct TrainBenchReport {
   bool recompute = false;  // TrainStepOptions::recompute_layers
   int threads = 0;
   std::string cpu, simd_target, version, commit;
-  std::string sgemm;      // sgemm_implementation(): the training products' kernel
+  std::string sgemm;               // the training products' kernel: sgemm_implementation(), or
+                                   // sgemm_bf16_implementation() for bf16 compute
+  std::string precision = "fp32";  // the products': "fp32" or "bf16" (matmul_precision_name)
   uint64_t peak_rss = 0;  // this process's peak resident memory (the dsa steps; torch runs apart)
   double load_average = -1;
   MachinePeaks peaks;

@@ -18,6 +18,7 @@
 #include "model/presets.h"
 #include "model/train_graph.h"
 #include "model/train_parameters.h"
+#include "perf/model_bench.h"
 #include "perf/svg_plot.h"
 #include "train/checkpoint.h"
 #include "train/data_dataset.h"
@@ -76,9 +77,12 @@ InitialModel initial_model(const TrainerOptions& o, ThreadPool& pool) {
   return {.params = initial_parameters(config, o.seed, pool), .tokenizer = std::nullopt};
 }
 
-TrainStepOptions graph_options(Stage stage, float balance_alpha, bool recompute) {
+TrainStepOptions graph_options(const TrainerOptions& o) {
+  const Stage stage = o.stage;
+  const float balance_alpha = o.balance_alpha;
   TrainStepOptions g;
-  g.recompute_layers = recompute;
+  g.recompute_layers = o.recompute;
+  g.matmul = o.precision;
   g.attention = stage == Stage::kSparse ? AttentionMode::kSparse : AttentionMode::kDense;
   g.lm_loss = stage != Stage::kWarmup;
   g.indexer_loss = stage != Stage::kDense;
@@ -108,6 +112,7 @@ nlohmann::json run_settings(const TrainerOptions& o, const ModelConfig& config) 
           {"seed", o.seed},
           {"bias_update_rate", o.bias_update_rate},
           {"balance_alpha", o.balance_alpha},
+          {"precision", matmul_precision_name(o.precision)},
           {"model", model_config_to_json(config)}};
 }
 
@@ -118,6 +123,8 @@ void check_resume_settings(const nlohmann::json& saved, const nlohmann::json& no
   for (auto it = now.begin(); it != now.end(); ++it) {
     if (it.key() == "init") continue;
     if (saved.contains(it.key()) && saved.at(it.key()) == it.value()) continue;
+    // Checkpoints from before --precision computed in fp32.
+    if (it.key() == "precision" && !saved.contains("precision") && it.value() == "fp32") continue;
     const std::string was = saved.contains(it.key()) ? saved.at(it.key()).dump() : "(absent)";
     if (it.key() == "model") {
       std::string differences;
@@ -241,7 +248,7 @@ void run_training(const TrainerOptions& options) {
          tokenizer->string(), o.data.string());
   }
 
-  const TrainStepOptions graph = graph_options(o.stage, o.balance_alpha, o.recompute);
+  const TrainStepOptions graph = graph_options(o);
   const bool indexer_only = o.stage == Stage::kWarmup;
   AdamW optimizer(init.params.shared_layout(), o.adamw, [&](const TrainTensor& t) {
     return indexer_only ? t.spec.module == Module::kIndexer : true;
@@ -381,7 +388,8 @@ void run_training(const TrainerOptions& options) {
                            {"grad_norm", stats.grad_norm},
                            {"tokens", state.tokens_seen},
                            {"tokens_per_s", tokens_per_s},
-                           {"elapsed_s", state.elapsed_s}};
+                           {"elapsed_s", state.elapsed_s},
+                           {"peak_rss_bytes", peak_rss_bytes()}};
     if (graph.indexer_loss && graph.lm_loss) line["indexer_loss"] = stats.indexer_loss;
     if (graph.balance_alpha > 0.0f) line["balance_loss"] = stats.balance_loss;
     const bool last = state.step == o.steps;
@@ -407,9 +415,12 @@ void run_training(const TrainerOptions& options) {
   }
   status.finish();
   if (first_step >= o.steps) save();
-  fmt::print(stderr, "trained {} steps ({} tokens) in {}; model in {}\n", state.step,
-             format_count(uint64_t(state.tokens_seen)), format_duration(state.elapsed_s),
-             o.output.string());
+  // Peak RSS: the memory measure (activations grow with seq × batch; --recompute cuts
+  // them), the whole process's high-water mark as /proc reports it.
+  fmt::print(stderr, "trained {} steps ({} tokens) in {}, {} products; peak RSS {}; model in {}\n",
+             state.step, format_count(uint64_t(state.tokens_seen)),
+             format_duration(state.elapsed_s), matmul_precision_name(o.precision),
+             format_bytes(peak_rss_bytes()), o.output.string());
 }
 
 }  // namespace dsa::train

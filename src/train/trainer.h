@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include "ops/gemm/sgemm.h"
 #include "train/adamw.h"
 #include "train/lr_schedule.h"
 
@@ -46,6 +47,8 @@ struct TrainerOptions {
   double bias_update_rate = 1e-3;
   float balance_alpha = 0.0f;
   bool recompute = false;  // TrainStepOptions::recompute_layers: less memory, same numbers
+  // TrainStepOptions::matmul: the products in fp32, or bf16 compute (fp32 master weights).
+  MatmulPrecision precision = MatmulPrecision::kFp32;
   std::optional<std::filesystem::path> tokenizer;  // copied into the output (default: the data's)
 };
 

@@ -378,10 +378,13 @@ TEST_F(TrainCli, TheTrainedFolderRunsAndBenchmarks) {
 }
 
 TEST_F(TrainCli, LogLinesHaveTheDocumentedKeys) {
+  // The run's last line reports the precision and the peak RSS.
+  const std::string err = test::read_text_file(path("reference.err"));
+  EXPECT_NE(err.find("fp32 products; peak RSS "), std::string::npos) << err;
   const std::vector<nlohmann::json> lines = read_log(reference_log());
   ASSERT_EQ(lines.size(), size_t(kSteps));
-  const std::set<std::string> keys = {"step",   "loss",         "lr",       "grad_norm",
-                                      "tokens", "tokens_per_s", "elapsed_s"};
+  const std::set<std::string> keys = {"step",   "loss",         "lr",        "grad_norm",
+                                      "tokens", "tokens_per_s", "elapsed_s", "peak_rss_bytes"};
   for (const nlohmann::json& line : lines) {
     std::set<std::string> got;
     for (auto it = line.begin(); it != line.end(); ++it) got.insert(it.key());
@@ -390,6 +393,7 @@ TEST_F(TrainCli, LogLinesHaveTheDocumentedKeys) {
     if (step % 4 == 0) want.insert("heldout_loss");  // --eval-every 4; 12 is also the last
     EXPECT_EQ(got, want) << line.dump();
     EXPECT_EQ(line.at("tokens").get<int64_t>(), step * 2 * 32);
+    EXPECT_GT(line.at("peak_rss_bytes").get<int64_t>(), int64_t(1) << 20) << line.dump();
     for (const std::string& key : want) {
       EXPECT_TRUE(std::isfinite(line.at(key).get<double>())) << key << " in " << line.dump();
     }
@@ -523,6 +527,19 @@ TEST_F(TrainCli, ResumeWithAnotherModelOrSettingsKeepsTheCheckpoint) {
       << r.err;
   EXPECT_EQ(snapshot(out), before);
   EXPECT_EQ(test::read_text_file(log), log_before);
+
+  // bf16 compute changes the numbers, so it is a resume setting too.
+  r = run(with(train_args(out, log, 3), {"--resume", "--precision", "bf16"}));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("--resume with precision = \"bf16\", but the checkpoint was trained with "
+                       "\"fp32\""),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(snapshot(out), before);
+  r = run(with(train_args(out, log, 3), {"--precision", "fp16"}));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("--precision: expected fp32 or bf16, got \"fp16\""), std::string::npos)
+      << r.err;
 
   // Without --resume an existing checkpoint is never overwritten.
   r = run(train_args(out, log, 3));

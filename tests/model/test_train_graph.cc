@@ -238,6 +238,39 @@ TEST(TrainGraph, WarmupStepIsTheSameForAnyThreadCount) {
   expect_thread_count_independent({.lm_loss = false, .indexer_loss = true});
 }
 
+TEST(TrainGraph, Bf16ComputeStepIsTheSameForAnyThreadCount) {
+  expect_thread_count_independent({.attention = AttentionMode::kSparse,
+                                   .lm_loss = true,
+                                   .indexer_loss = true,
+                                   .matmul = MatmulPrecision::kBf16});
+}
+
+// bf16 compute rounds the products' operands (ops/gemm/sgemm.h): the step differs from fp32, by
+// about bf16's relative precision (2^-8) in the loss and in the direction of the gradient.
+TEST(TrainGraph, Bf16ComputeStaysCloseToFp32) {
+  ThreadPool pool(2);
+  const ModelConfig config = micro_config();
+  const ParameterBuffer params = initial_parameters(config, 17, pool);
+  const std::vector<int32_t> tokens = random_tokens(2 * 24, config.vocab_size, 17);
+  const TrainBatch batch{.tokens = tokens, .sequences = 2, .seq_len = 24};
+  ParameterBuffer fp32_grads(params.shared_layout()), bf16_grads(params.shared_layout());
+  const TrainStepResult fp32 = train_step(params, batch, {}, &fp32_grads, pool);
+  const TrainStepResult bf16 =
+      train_step(params, batch, {.matmul = MatmulPrecision::kBf16}, &bf16_grads, pool);
+  EXPECT_NE(bf16.lm_loss, fp32.lm_loss);
+  EXPECT_NEAR(bf16.lm_loss, fp32.lm_loss, 1e-2 * fp32.lm_loss);
+  const std::span<const float> a = fp32_grads.values(), b = bf16_grads.values();
+  double dot = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    dot += double(a[i]) * double(b[i]);
+    aa += double(a[i]) * double(a[i]);
+    bb += double(b[i]) * double(b[i]);
+  }
+  const double cosine = dot / std::sqrt(aa * bb);
+  EXPECT_GT(cosine, 0.99);
+  EXPECT_LT(cosine, 1.0 - 1e-9) << "bf16 compute changed nothing";
+}
+
 // Recomputing each layer's forward in the backward runs the same operations on the same
 // inputs: losses, loads, top-k and gradients are bit-identical, and nothing is counted twice.
 void expect_recomputation_changes_nothing(TrainStepOptions options) {

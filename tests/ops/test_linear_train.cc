@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/float_formats.h"
 #include "ops/gemm/linear_train.h"
 
 namespace dsa {
@@ -200,6 +201,68 @@ TEST(LinearTrain, FastMatchesReference) {
           ASSERT_EQ(dw, first_dw);
         }
       }
+    }
+  }
+}
+
+// bf16 compute: the fast path with operands rounded to bf16 is the fp32 reference over the
+// rounded x, W and dy (their products are exact in fp32), within the same bounds; the
+// accumulated gradients it adds to stay fp32.
+TEST(LinearTrain, Bf16ComputeIsTheReferenceOverRoundedOperands) {
+  const auto rounded = [](std::vector<float> v) {
+    for (float& e : v) e = round_to_bf16(e);
+    return v;
+  };
+  for (const Shape s : {Shape{7, 13, 37}, Shape{300, 70, 96}, Shape{67, 129, 257}}) {
+    SCOPED_TRACE(testing::Message() << "m " << s.m << " n " << s.n << " k " << s.k);
+    const auto x = random_vector<float>(size_t(s.m * s.k), uint32_t(s.k));
+    const auto w = random_vector<float>(size_t(s.n * s.k), uint32_t(s.k) + 1, 0.2);
+    const auto dy = random_vector<float>(size_t(s.m * s.n), uint32_t(s.k) + 2);
+    const auto dx0 = random_vector<float>(x.size(), uint32_t(s.k) + 3);
+    const auto dw0 = random_vector<float>(w.size(), uint32_t(s.k) + 4);
+    const auto xr = rounded(x), wr = rounded(w), dyr = rounded(dy);
+    std::vector<float> y_ref(dy.size()), dx_ref = dx0, dw_ref = dw0;
+    LinearTrainParams r{.x = xr.data(),
+                        .weight = wr.data(),
+                        .y = y_ref.data(),
+                        .dy = dyr.data(),
+                        .dx = dx_ref.data(),
+                        .dweight = dw_ref.data(),
+                        .m = s.m,
+                        .n = s.n,
+                        .k = s.k};
+    linear_train_forward_reference(r);
+    linear_backward_reference(r);
+    const Magnitudes a = magnitudes(s, xr, wr, dyr);
+    std::vector<float> y(dy.size()), dx = dx0, dw = dw0;
+    ThreadPool pool(2);
+    linear_train_forward(LinearTrainParams{.x = x.data(),
+                                           .weight = w.data(),
+                                           .y = y.data(),
+                                           .m = s.m,
+                                           .n = s.n,
+                                           .k = s.k,
+                                           .precision = MatmulPrecision::kBf16},
+                         pool);
+    linear_backward(LinearTrainParams{.x = x.data(),
+                                      .weight = w.data(),
+                                      .dy = dy.data(),
+                                      .dx = dx.data(),
+                                      .dweight = dw.data(),
+                                      .m = s.m,
+                                      .n = s.n,
+                                      .k = s.k,
+                                      .precision = MatmulPrecision::kBf16},
+                    pool);
+    for (size_t o = 0; o < y.size(); ++o) {
+      ASSERT_NEAR(y[o], y_ref[o], (s.k + 2) * kU * a.y[o]) << "y " << o;
+    }
+    for (size_t e = 0; e < dx.size(); ++e) {
+      ASSERT_NEAR(dx[e], dx_ref[e], (s.n + 3) * kU * (a.dx[e] + std::fabs(dx0[e]))) << "dx " << e;
+    }
+    for (size_t e = 0; e < dw.size(); ++e) {
+      ASSERT_NEAR(dw[e], dw_ref[e], (s.m + 3) * kU * (a.dw[e] + std::fabs(dw0[e])))
+          << "dweight " << e;
     }
   }
 }

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "core/thread_pool.h"
+#include "ops/gemm/sgemm.h"
 
 namespace dsa {
 
@@ -23,6 +24,9 @@ struct LinearTrain {
   int64_t m = 0;                 // M rows (tokens); 0 is a no-op
   int64_t n = 0;                 // N output features
   int64_t k = 0;                 // K input features
+  // The fast path's products: fp32, or bf16 compute (operands rounded to bf16, sums in fp32;
+  // ops/gemm/sgemm.h). The references always compute in Real.
+  MatmulPrecision precision = MatmulPrecision::kFp32;
 };
 using LinearTrainParams = LinearTrain<float>;
 
@@ -41,9 +45,9 @@ void linear_train_forward_reference(const LinearTrain<Real>& params);
 template <typename Real>
 void linear_backward_reference(const LinearTrain<Real>& params);
 
-// OpenBLAS sgemm in fixed 256-row blocks (the last one zero-padded), single-threaded calls spread
-// over the pool (ops/gemm/blas_blocks.h), beta = 1 for the accumulations: every output element's
-// rounding is independent of the row count and the thread count.
+// sgemm (ops/gemm/sgemm.h) in fixed 256-row blocks (the last one zero-padded), single-threaded
+// calls spread over the pool (ops/gemm/blas_blocks.h), beta = 1 for the accumulations: every output
+// element's rounding is independent of the row count and the thread count.
 void linear_train_forward(const LinearTrainParams& params, ThreadPool& pool);
 void linear_backward(const LinearTrainParams& params, ThreadPool& pool);
 

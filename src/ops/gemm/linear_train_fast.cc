@@ -90,7 +90,8 @@ void linear_train_forward(const LinearTrainParams& p, ThreadPool& pool) {
   split_blocks(pool, p.m, kRowBlock, double(p.m) * double(n) * double(k),
                [&](int64_t r0, int64_t r1) {
                  into_rows(p.y, r0, r1, p.n, false, [&](float* y) {
-                   sgemm(false, true, rows, n, k, 1.0f, x.block(r0), k, p.weight, k, 0.0f, y, n);
+                   sgemm(p.precision, false, true, rows, n, k, 1.0f, x.block(r0), k, p.weight, k,
+                         0.0f, y, n);
                  });
                });
 }
@@ -106,7 +107,8 @@ void linear_backward(const LinearTrainParams& p, ThreadPool& pool) {
     // dx[M, K] += dy[M, N] · W[N, K]
     split_blocks(pool, p.m, kRowBlock, work, [&](int64_t r0, int64_t r1) {
       into_rows(p.dx, r0, r1, p.k, true, [&](float* dx) {
-        sgemm(false, false, rows, k, n, 1.0f, dy.block(r0), n, p.weight, k, 1.0f, dx, k);
+        sgemm(p.precision, false, false, rows, k, n, 1.0f, dy.block(r0), n, p.weight, k, 1.0f, dx,
+              k);
       });
     });
   }
@@ -118,14 +120,14 @@ void linear_backward(const LinearTrainParams& p, ThreadPool& pool) {
     if (n >= k) {
       split_blocks(pool, p.n, kWeightBlock, work, [&](int64_t j0, int64_t j1) {
         for (int64_t b = 0; b < row_blocks; ++b) {
-          sgemm(true, false, int(j1 - j0), k, rows, 1.0f, dy.block(b * kRowBlock) + j0, n,
-                x.block(b * kRowBlock), k, 1.0f, p.dweight + j0 * k, k);
+          sgemm(p.precision, true, false, int(j1 - j0), k, rows, 1.0f, dy.block(b * kRowBlock) + j0,
+                n, x.block(b * kRowBlock), k, 1.0f, p.dweight + j0 * k, k);
         }
       });
     } else {
       split_blocks(pool, p.k, kWeightBlock, work, [&](int64_t c0, int64_t c1) {
         for (int64_t b = 0; b < row_blocks; ++b) {
-          sgemm(true, false, n, int(c1 - c0), rows, 1.0f, dy.block(b * kRowBlock), n,
+          sgemm(p.precision, true, false, n, int(c1 - c0), rows, 1.0f, dy.block(b * kRowBlock), n,
                 x.block(b * kRowBlock) + c0, k, 1.0f, p.dweight + c0, k);
         }
       });

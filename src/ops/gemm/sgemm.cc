@@ -4,8 +4,12 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "core/cpu_features.h"
+#include "core/error.h"
+#include "core/float_formats.h"
+#include "core/printable.h"
 #include "ops/gemm/sgemm_internal.h"
 
 namespace dsa {
@@ -20,6 +24,20 @@ bool use_avx512() {
     return detect_cpu_features().avx512f;
   }();
   return use;
+}
+
+bool use_avx512_bf16() {
+  static const bool use = use_avx512() && detect_cpu_features().avx512bf16;
+  return use;
+}
+
+// The rows × cols matrix at x (row stride ld) with every element rounded to bf16, packed.
+std::vector<float> rounded_to_bf16(const float* x, int64_t rows, int64_t cols, int64_t ld) {
+  std::vector<float> out(size_t(rows * cols));
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) out[size_t(i * cols + j)] = round_to_bf16(x[i * ld + j]);
+  }
+  return out;
 }
 
 }  // namespace
@@ -50,6 +68,56 @@ void sgemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k
       const double old = beta == 0.0f ? 0.0 : double(beta) * double(c[i * ldc + j]);
       c[i * ldc + j] = float(double(alpha) * sum + old);
     }
+  }
+}
+
+void sgemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,
+                int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (use_avx512_bf16()) {
+    sgemm_internal::sgemm_avx512_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                                      ldc);
+    return;
+  }
+  const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
+  const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
+  const std::vector<float> a_bf16 = rounded_to_bf16(a, a_rows, a_cols, lda);
+  const std::vector<float> b_bf16 = rounded_to_bf16(b, b_rows, b_cols, ldb);
+  sgemm(trans_a, trans_b, m, n, k, alpha, a_bf16.data(), a_cols, b_bf16.data(), b_cols, beta, c,
+        ldc);
+}
+
+void sgemm_bf16_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                          const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                          float* c, int64_t ldc) {
+  const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
+  const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
+  const std::vector<float> a_bf16 = rounded_to_bf16(a, a_rows, a_cols, lda);
+  const std::vector<float> b_bf16 = rounded_to_bf16(b, b_rows, b_cols, ldb);
+  sgemm_reference(trans_a, trans_b, m, n, k, alpha, a_bf16.data(), a_cols, b_bf16.data(), b_cols,
+                  beta, c, ldc);
+}
+
+const char* sgemm_bf16_implementation() { return use_avx512_bf16() ? "avx512-bf16" : "emulated"; }
+
+const char* matmul_precision_name(MatmulPrecision precision) {
+  return precision == MatmulPrecision::kBf16 ? "bf16" : "fp32";
+}
+
+MatmulPrecision parse_matmul_precision(const std::string& name, const std::string& flag) {
+  if (name == "fp32") return MatmulPrecision::kFp32;
+  if (name == "bf16") return MatmulPrecision::kBf16;
+  fail("{}: expected fp32 or bf16, got \"{}\"", flag, printable(name));
+}
+
+void sgemm(MatmulPrecision precision, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+           float alpha, const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+           float* c, int64_t ldc) {
+  if (precision == MatmulPrecision::kBf16) {
+    sgemm_bf16(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    sgemm(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
 }
 

@@ -33,12 +33,6 @@
 namespace dsa::sgemm_internal {
 namespace {
 
-constexpr int64_t kMR = 12;                // rows of the register tile
-constexpr int64_t kNR = 32;                // columns of the register tile (2 vectors)
-constexpr int64_t kKC = kSgemmDepthBlock;  // depth of a block
-constexpr int64_t kMC = 22 * kMR;          // 264 rows: the training ops' 256-row blocks in one
-constexpr int64_t kNC = 2048;              // columns of a packed B block (2 MB)
-
 // Packing space of the calling thread (the pool's threads call sgemm concurrently).
 struct PackSpace {
   AlignedBuffer a{size_t(kMC * kKC) * sizeof(float)};
@@ -94,6 +88,8 @@ DSA_TARGET_AVX512 void load_transposed(const float* src, int64_t stride, int64_t
   }
   transpose16x16(rows, out);
 }
+
+}  // namespace
 
 // op(A)[i0 + i][p0 + p] for i < mc, p < kc into panels of kMR rows: panel q holds rows
 // q·kMR .. q·kMR + kMR - 1 as [p][kMR], rows past mc zero.
@@ -154,6 +150,8 @@ DSA_TARGET_AVX512 void pack_b(bool trans_b, const float* b, int64_t ldb, int64_t
   }
 }
 
+namespace {
+
 // c[r][j] = alpha·Σ_p ap[p][r]·bp[p][j] + beta·c[r][j] for r < rows, j < cols (beta = 0: c is
 // not read).
 DSA_TARGET_AVX512 void micro_kernel(int64_t kc, const float* __restrict ap,
@@ -195,14 +193,14 @@ DSA_TARGET_AVX512 void micro_kernel(int64_t kc, const float* __restrict ap,
   }
 }
 
+}  // namespace
+
 void scale_c(int64_t m, int64_t n, float beta, float* c, int64_t ldc) {
   for (int64_t i = 0; i < m; ++i) {
     float* row = c + i * ldc;
     for (int64_t j = 0; j < n; ++j) row[j] = beta == 0.0f ? 0.0f : beta * row[j];
   }
 }
-
-}  // namespace
 
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                   const float* a, int64_t lda, const float* b, int64_t ldb, float beta, float* c,

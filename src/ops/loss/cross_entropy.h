@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "core/thread_pool.h"
+#include "ops/gemm/sgemm.h"
 
 namespace dsa {
 
@@ -29,6 +30,9 @@ struct LmHeadCrossEntropy {
   int64_t dim = 0;                   // D
   int64_t vocab = 0;                 // V
   int64_t chunk_rows = 64;           // rows of logits held at once (fast version), >= 1
+  // The fast version's products: fp32, or bf16 compute (ops/gemm/sgemm.h); the reference
+  // always computes in Real.
+  MatmulPrecision precision = MatmulPrecision::kFp32;
 };
 using LmHeadCrossEntropyParams = LmHeadCrossEntropy<float>;
 

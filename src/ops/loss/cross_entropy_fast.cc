@@ -129,7 +129,7 @@ void lm_head_cross_entropy(const LmHeadCrossEntropyParams& p, ThreadPool& pool) 
     const float* h = p.h + t0 * D;
     // logits[:, v0:v1] = h · W[v0:v1]ᵀ
     for_blocks(pool, V, vb, [&](int64_t v0, int64_t v1) {
-      sgemm(false, true, r, int(v1 - v0), d, 1.0f, h, d, p.weight + v0 * D, d, 0.0f,
+      sgemm(p.precision, false, true, r, int(v1 - v0), d, 1.0f, h, d, p.weight + v0 * D, d, 0.0f,
             logits.data() + v0, vocab);
     });
     pool.parallel_for(rows, 1, [&](int64_t begin, int64_t end) {
@@ -151,15 +151,15 @@ void lm_head_cross_entropy(const LmHeadCrossEntropyParams& p, ThreadPool& pool) 
     if (p.dh) {
       // dh[:, c0:c1] += dlogits · W[:, c0:c1], each block summing over the whole vocabulary.
       for_blocks(pool, D, dim_block(D), [&](int64_t c0, int64_t c1) {
-        sgemm(false, false, r, int(c1 - c0), vocab, 1.0f, logits.data(), vocab, p.weight + c0, d,
-              1.0f, p.dh + t0 * D + c0, d);
+        sgemm(p.precision, false, false, r, int(c1 - c0), vocab, 1.0f, logits.data(), vocab,
+              p.weight + c0, d, 1.0f, p.dh + t0 * D + c0, d);
       });
     }
     if (p.dweight) {
       // dweight[v0:v1] += dlogits[:, v0:v1]ᵀ · h
       for_blocks(pool, V, vb, [&](int64_t v0, int64_t v1) {
-        sgemm(true, false, int(v1 - v0), d, r, 1.0f, logits.data() + v0, vocab, h, d, 1.0f,
-              p.dweight + v0 * D, d);
+        sgemm(p.precision, true, false, int(v1 - v0), d, r, 1.0f, logits.data() + v0, vocab, h, d,
+              1.0f, p.dweight + v0 * D, d);
       });
     }
   }
