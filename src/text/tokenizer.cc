@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/file_read.h"
+#include "core/printable.h"
 #include "text/bpe_byte_alphabet.h"
 #include "text/tokenizer_model.h"
 #include "text/utf8.h"
@@ -89,8 +90,11 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& tokenizer_json) {
 
 Tokenizer Tokenizer::from_model_dir(const std::filesystem::path& dir) {
   const auto path = dir / "tokenizer.json";
-  if (!std::filesystem::is_regular_file(path)) {
-    fail("model directory {} has no tokenizer.json", dir.string());
+  // Only a missing file is "no tokenizer.json"; a FIFO, a folder or a device of that name is
+  // refused by from_file's read (RegularFile), which says what it is.
+  std::error_code error;
+  if (!std::filesystem::exists(path, error)) {
+    fail("model directory {} has no tokenizer.json", printable(dir.string()));
   }
   return from_file(path);
 }

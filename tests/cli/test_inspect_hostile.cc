@@ -122,6 +122,9 @@ TEST_F(CliHostile, FifoTokenizerFailsAtOnce) {
   make_fifo(dir / "tokenizer.json");
   expect_clean_error({"tokenize", "--tokenizer", (dir / "tokenizer.json").string()},
                      {(dir / "tokenizer.json").string(), "is a FIFO"});
+  // In a model folder too: the error says what the file is, not that it is missing.
+  expect_clean_error({"tokenize", "-m", dir.path().string()},
+                     {(dir / "tokenizer.json").string(), "is a FIFO"});
 }
 
 TEST_F(CliHostile, ShardInASymlinkedFolderOutsideIsRefused) {
