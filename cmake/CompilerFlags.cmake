@@ -14,7 +14,9 @@ if(CMAKE_BUILD_TYPE STREQUAL "Debug")
 endif()
 if(DSA_FUZZ)
   # Coverage instrumentation for the library code that fuzz targets reach (without it libFuzzer
-  # sees only the target's own file), and ASan/UBSan so that memory errors are reported.
-  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)
+  # sees only the target's own file), and ASan/UBSan so that memory errors are reported. A UBSan
+  # report aborts (a crash libFuzzer saves as a reproducer) instead of printing and going on.
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+                      -fno-omit-frame-pointer)
   add_link_options(-fsanitize=address,undefined)
 endif()

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
+#include <unordered_map>
 
 #include "commands.h"
 #include "core/checked_math.h"
@@ -75,18 +76,43 @@ std::string layer_ranges(const std::set<int64_t>& layers) {
   return text;
 }
 
-std::vector<TensorRow> tensor_rows(const std::vector<TensorRow>& tensors, bool grouped) {
-  if (!grouped) return tensors;
-  std::vector<TensorRow> rows;
-  std::map<std::string, size_t> index;  // pattern + dtype + shape -> row
-  for (const TensorRow& tensor : tensors) {
-    int64_t layer;
-    const std::string pattern = name_pattern(tensor.name, layer);
-    const std::string key =
-        pattern + " " + std::string(dtype_name(tensor.dtype)) + tensor.shape.to_string();
-    auto [it, added] = index.emplace(key, rows.size());
-    if (added) rows.push_back({pattern, tensor.dtype, tensor.shape, 0, 0, {}});
-    TensorRow& row = rows[it->second];
+// One tensor of the listing, pointing at its name and shape where they already live (the
+// layout, the checkpoint's index, the mismatch list): a header of 100,000 tensors then costs
+// 32 bytes each here instead of a copy of every name and shape.
+struct TensorRef {
+  const std::string* name;
+  DType dtype;
+  const Shape* shape;
+  uint64_t bytes;
+};
+
+std::vector<TensorRow> tensor_rows(const std::vector<TensorRef>& tensors, bool grouped) {
+  if (!grouped) {
+    std::vector<TensorRow> rows;
+    rows.reserve(tensors.size());
+    for (const TensorRef& t : tensors) rows.push_back({*t.name, t.dtype, *t.shape, 1, t.bytes, {}});
+    return rows;
+  }
+  // Two passes, so that the rows are allocated once at their final count (a header of 100,000
+  // unrelated names makes 100,000 rows; growing the vector would hold two copies at a time).
+  std::unordered_map<std::string, size_t> index;  // pattern + dtype + shape -> row
+  const auto key_of = [](const TensorRef& tensor, std::string& pattern, int64_t& layer) {
+    pattern = name_pattern(*tensor.name, layer);
+    return pattern + " " + std::string(dtype_name(tensor.dtype)) + tensor.shape->to_string();
+  };
+  std::string pattern;
+  int64_t layer;
+  for (const TensorRef& tensor : tensors)
+    index.emplace(key_of(tensor, pattern, layer), index.size());
+  std::vector<TensorRow> rows(index.size());
+  std::vector<bool> started(index.size(), false);
+  for (const TensorRef& tensor : tensors) {
+    const size_t at = index.at(key_of(tensor, pattern, layer));
+    TensorRow& row = rows[at];
+    if (!started[at]) {
+      row = {pattern, tensor.dtype, *tensor.shape, 0, 0, {}};
+      started[at] = true;
+    }
     ++row.count;
     row.bytes += tensor.bytes;
     if (layer >= 0) row.layers.insert(layer);
@@ -141,15 +167,16 @@ void run_inspect(const InspectOptions& options) {
                                  fs::exists(path / "model.safetensors.index.json"))) {
     checkpoint.emplace(path);
   }
-  std::vector<TensorRow> tensors;
+  std::vector<TensorRef> tensors;
+  tensors.reserve(expected.size() + (checkpoint ? checkpoint->tensor_count() : 0));
   std::vector<LayoutMismatch> mismatches;
   // Tensors in layout order (the checkpoint's own when it has weights), then any unexpected ones.
   for (const CheckpointTensor& t : expected) {
     if (!checkpoint) {
-      tensors.push_back({t.name, t.dtype, t.shape, 1, t.nbytes(), {}});
+      tensors.push_back({&t.name, t.dtype, &t.shape, t.nbytes()});
     } else if (checkpoint->contains(t.name)) {
       const TensorInfo& info = checkpoint->info(t.name);
-      tensors.push_back({t.name, info.dtype, info.shape, 1, info.nbytes(), {}});
+      tensors.push_back({&t.name, info.dtype, &info.shape, info.nbytes()});
     }
   }
   if (checkpoint) {
@@ -157,12 +184,12 @@ void run_inspect(const InspectOptions& options) {
     for (const LayoutMismatch& m : mismatches) {
       if (m.kind != LayoutMismatch::Kind::kUnexpected) continue;
       const TensorInfo& info = checkpoint->info(m.name);
-      tensors.push_back({m.name, info.dtype, info.shape, 1, info.nbytes(), {}});
+      tensors.push_back({&m.name, info.dtype, &info.shape, info.nbytes()});
     }
   }
   std::map<std::string, uint64_t> bytes_by_dtype;
   uint64_t total_bytes = 0;
-  for (const TensorRow& t : tensors) {
+  for (const TensorRef& t : tensors) {
     bytes_by_dtype[std::string(dtype_name(t.dtype))] += t.bytes;
     total_bytes += t.bytes;
   }

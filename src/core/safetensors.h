@@ -102,6 +102,7 @@ class Checkpoint {
 
   const std::filesystem::path& directory() const { return directory_; }
   std::vector<std::string> tensor_names() const;  // sorted
+  size_t tensor_count() const { return owner_.size(); }
   bool contains(std::string_view name) const;
   const TensorInfo& info(std::string_view name) const;          // throws dsa::Error if absent
   TensorView view(std::string_view name) const;                 // throws dsa::Error if absent

@@ -129,8 +129,9 @@ TEST_F(CliHostileInputs, HeaderWithAShapeNested100000Deep) {
 
 TEST_F(CliHostileInputs, HeaderOf100000ZeroSizeTensors) {
   // 6 MB, legal: the strict parse took 153 s. The tensors do not match config.json. Reading the
-  // header takes about 25 MB (the tensors' records and names); the report of its 100,190
-  // mismatches, which inspect keeps and prints, takes most of the rest.
+  // header takes about 25 MB (the tensors' records and names), the report of its 100,190
+  // mismatches, which inspect keeps and prints, most of the rest: 85 MiB in all (it was 107 MiB
+  // while the listing copied every name and shape twice).
   std::string header = "{";
   for (int i = 0; i < 100000; ++i) {
     header += (i ? ",\"t" : "\"t") + std::to_string(i) +
@@ -138,7 +139,7 @@ TEST_F(CliHostileInputs, HeaderOf100000ZeroSizeTensors) {
   }
   header += "}";
   const Measured r = run_measured({"inspect", model_with_header("wide", header)});
-  expect_clean_error(r, "does not match its config.json", 3 * kMaxResidentKb / 2);
+  expect_clean_error(r, "does not match its config.json");
 }
 
 TEST_F(CliHostileInputs, TensorNamesWithControlBytesAndInvalidUtf8) {
