@@ -315,7 +315,8 @@ TrainBenchReport sample_report(bool with_torch) {
 TEST(TrainReport, TableRatioAndBreakdown) {
   const std::string text = format_train_report(sample_report(true));
   for (const char* line :
-       {"dsa 0.1.0 (commit abc1234), Test CPU, 2 threads, SIMD target AVX3, sgemm avx512\n",
+       {"dsa 0.1.0 (commit abc1234), Test CPU, 2 threads, SIMD target AVX3, fp32 products (sgemm "
+        "avx512)\n",
         "fp32 FMA peak 400.0 GFLOP/s (measured); load average (1 min) 0.50\n",
         "stage dense, 1000 tokens per step; peak RSS 300.00 MiB\n",
         "model FLOP per token 8.000 M = matmul 6.000 M + attention 2.000 M + indexer 0.000 M; "

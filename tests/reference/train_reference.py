@@ -279,7 +279,9 @@ def moe(cfg, params, prefix, x, bias):
         if rows.numel() == 0:
             continue
         out = mlp(params, f"{prefix}experts.{e}.", x[rows])
-        y = y.index_add(0, rows, g[rows, e:e + 1] * out)
+        # .to(y.dtype): a no-op in fp32/fp64; under torch.autocast (the bf16 speed baseline,
+        # scripts/bench_train_torch.py) the expert output is bf16 and y is not.
+        y = y.index_add(0, rows, (g[rows, e:e + 1] * out).to(y.dtype))
     if cfg.n_shared > 0:
         y = y + mlp(params, prefix + "shared_experts.", x)
     return y, s, selected, margin
