@@ -19,6 +19,7 @@ void register_logits(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_run(CLI::App& app);
 void register_chat(CLI::App& app);
+void register_serve(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_demo(CLI::App& app);
 void register_data(CLI::App& app);  // data build

@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   dsa::cli::register_generate(app);
   dsa::cli::register_run(app);
   dsa::cli::register_chat(app);
+  dsa::cli::register_serve(app);
   dsa::cli::register_perplexity(app);
   dsa::cli::register_demo(app);
   dsa::cli::register_data(app);
