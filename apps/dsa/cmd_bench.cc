@@ -545,7 +545,7 @@ void run_bench_train(const BenchTrainOptions& o) {
   report.recompute = o.recompute;
   report.peak_rss = peak_rss_bytes();
   report.sgemm = config.graph.matmul == MatmulPrecision::kBf16 ? sgemm_bf16_implementation()
-                                                                : sgemm_implementation();
+                                                               : sgemm_implementation();
   report.precision = matmul_precision_name(config.graph.matmul);
   report.threads = pool.size();
   report.cpu = cpu_model_name();

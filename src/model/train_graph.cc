@@ -25,35 +25,39 @@ float* Context::grad(const std::string& name) const {
 
 std::string layer_prefix(int64_t layer) { return "model.layers." + std::to_string(layer) + "."; }
 
+namespace {
+
+MatmulPrecision matmul_precision(const Context& c, ProductPrecision precision) {
+  return precision == ProductPrecision::kFp32 ? MatmulPrecision::kFp32 : c.options.matmul;
+}
+
+}  // namespace
+
 void linear(const Context& c, const float* x, int64_t m, const float* w, int64_t n, int64_t k,
             float* y, ProductPrecision precision) {
-  linear_train_forward(
-      LinearTrain<float>{.x = x,
-                         .weight = w,
-                         .y = y,
-                         .m = m,
-                         .n = n,
-                         .k = k,
-                         .precision = precision == ProductPrecision::kFp32 ? MatmulPrecision::kFp32
-                                                                           : c.options.matmul},
-      c.pool);
+  linear_train_forward(LinearTrain<float>{.x = x,
+                                          .weight = w,
+                                          .y = y,
+                                          .m = m,
+                                          .n = n,
+                                          .k = k,
+                                          .precision = matmul_precision(c, precision)},
+                       c.pool);
 }
 
 void linear_back(const Context& c, const float* x, int64_t m, const float* w, int64_t n, int64_t k,
                  const float* dy, float* dx, float* dw, ProductPrecision precision) {
   if (!dx && !dw) return;
-  linear_backward(
-      LinearTrain<float>{.x = x,
-                         .weight = w,
-                         .dy = dy,
-                         .dx = dx,
-                         .dweight = dw,
-                         .m = m,
-                         .n = n,
-                         .k = k,
-                         .precision = precision == ProductPrecision::kFp32 ? MatmulPrecision::kFp32
-                                                                           : c.options.matmul},
-      c.pool);
+  linear_backward(LinearTrain<float>{.x = x,
+                                     .weight = w,
+                                     .dy = dy,
+                                     .dx = dx,
+                                     .dweight = dw,
+                                     .m = m,
+                                     .n = n,
+                                     .k = k,
+                                     .precision = matmul_precision(c, precision)},
+                  c.pool);
 }
 
 void rms_norm(const Context& c, const float* x, int64_t m, int64_t d, const float* w, float* y,

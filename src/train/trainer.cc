@@ -116,16 +116,24 @@ nlohmann::json run_settings(const TrainerOptions& o, const ModelConfig& config) 
           {"model", model_config_to_json(config)}};
 }
 
+// A setting as the checkpoint recorded it; for one added after the checkpoint was written, the
+// value every run had before it existed.
+std::optional<nlohmann::json> saved_setting(const nlohmann::json& saved, const std::string& key) {
+  if (saved.contains(key)) return saved.at(key);
+  static const nlohmann::json kBeforeTheyExisted = {{"precision", "fp32"}};  // --precision
+  if (kBeforeTheyExisted.contains(key)) return kBeforeTheyExisted.at(key);
+  return std::nullopt;
+}
+
 // `init` is recorded but not compared: a resume takes every weight from the checkpoint, so only
 // the model configuration it describes matters (the same config.json under another path is fine).
 void check_resume_settings(const nlohmann::json& saved, const nlohmann::json& now,
                            const fs::path& dir) {
   for (auto it = now.begin(); it != now.end(); ++it) {
     if (it.key() == "init") continue;
-    if (saved.contains(it.key()) && saved.at(it.key()) == it.value()) continue;
-    // Checkpoints from before --precision computed in fp32.
-    if (it.key() == "precision" && !saved.contains("precision") && it.value() == "fp32") continue;
-    const std::string was = saved.contains(it.key()) ? saved.at(it.key()).dump() : "(absent)";
+    const std::optional<nlohmann::json> was_value = saved_setting(saved, it.key());
+    if (was_value && *was_value == it.value()) continue;
+    const std::string was = was_value ? was_value->dump() : "(absent)";
     if (it.key() == "model") {
       std::string differences;
       const nlohmann::json old_model =

@@ -556,6 +556,24 @@ TEST_F(TrainCli, ResumeWithAnotherModelOrSettingsKeepsTheCheckpoint) {
   EXPECT_EQ(snapshot(out)["model.safetensors"], before.at("model.safetensors"));
 }
 
+// A checkpoint written before --precision existed has no "precision" setting: it was fp32.
+TEST_F(TrainCli, CheckpointFromBeforePrecisionResumesAsFp32) {
+  const fs::path out = path("before_precision"), log = path("before_precision.jsonl");
+  fs::copy(reference(), out, fs::copy_options::recursive);
+  fs::copy_file(reference_log(), log);
+  nlohmann::json state = nlohmann::json::parse(test::read_text_file(out / "trainer/state.json"));
+  ASSERT_EQ(state.at("settings").erase("precision"), size_t(1));
+  test::write_text_file(out / "trainer/state.json", state.dump(2));
+  auto r = run(with(train_args(out, log, 3), {"--resume", "--precision", "bf16"}));
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("--resume with precision = \"bf16\", but the checkpoint was trained with "
+                       "\"fp32\""),
+            std::string::npos)
+      << r.err;
+  r = run(with(train_args(out, log, 3), {"--resume"}));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 TEST_F(TrainCli, NonFiniteLossStopsAndKeepsTheLastCheckpoint) {
   const fs::path out = path("diverged"), log = path("diverged.jsonl");
   Args args = words(fmt::format(

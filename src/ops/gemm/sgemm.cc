@@ -40,6 +40,21 @@ std::vector<float> rounded_to_bf16(const float* x, int64_t rows, int64_t cols, i
   return out;
 }
 
+using FloatProduct = void(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                          const float*, int64_t, float, float*, int64_t);
+
+// `product` (an fp32 sgemm) on packed copies of op(A)'s and op(B)'s operands rounded to bf16.
+void product_of_rounded(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                        float* c, int64_t ldc, FloatProduct* product) {
+  const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
+  const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
+  const std::vector<float> a_bf16 = rounded_to_bf16(a, a_rows, a_cols, lda);
+  const std::vector<float> b_bf16 = rounded_to_bf16(b, b_rows, b_cols, ldb);
+  product(trans_a, trans_b, m, n, k, alpha, a_bf16.data(), a_cols, b_bf16.data(), b_cols, beta, c,
+          ldc);
+}
+
 }  // namespace
 
 void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
@@ -80,23 +95,14 @@ void sgemm_bf16(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, flo
                                       ldc);
     return;
   }
-  const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
-  const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
-  const std::vector<float> a_bf16 = rounded_to_bf16(a, a_rows, a_cols, lda);
-  const std::vector<float> b_bf16 = rounded_to_bf16(b, b_rows, b_cols, ldb);
-  sgemm(trans_a, trans_b, m, n, k, alpha, a_bf16.data(), a_cols, b_bf16.data(), b_cols, beta, c,
-        ldc);
+  product_of_rounded(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, sgemm);
 }
 
 void sgemm_bf16_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha,
                           const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                           float* c, int64_t ldc) {
-  const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
-  const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
-  const std::vector<float> a_bf16 = rounded_to_bf16(a, a_rows, a_cols, lda);
-  const std::vector<float> b_bf16 = rounded_to_bf16(b, b_rows, b_cols, ldb);
-  sgemm_reference(trans_a, trans_b, m, n, k, alpha, a_bf16.data(), a_cols, b_bf16.data(), b_cols,
-                  beta, c, ldc);
+  product_of_rounded(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+                     sgemm_reference);
 }
 
 const char* sgemm_bf16_implementation() { return use_avx512_bf16() ? "avx512-bf16" : "emulated"; }
