@@ -28,6 +28,8 @@
 #endif
 #include <immintrin.h>
 
+#include "ops/gemm/sgemm_tile-inl.h"
+
 #define DSA_TARGET_AVX512 __attribute__((target("avx512f")))
 
 namespace dsa::sgemm_internal {
@@ -42,12 +44,6 @@ struct PackSpace {
 PackSpace& pack_space() {
   thread_local PackSpace space;
   return space;
-}
-
-DSA_TARGET_AVX512 __mmask16 column_mask(int64_t cols) {
-  if (cols >= 16) return __mmask16(0xFFFF);
-  if (cols <= 0) return __mmask16(0);
-  return __mmask16((1u << cols) - 1u);
 }
 
 // out[j][i] = in[i][j] for a 16×16 block of floats in registers: pairs interleaved, then 4×4
@@ -175,22 +171,7 @@ DSA_TARGET_AVX512 void micro_kernel(int64_t kc, const float* __restrict ap,
     ap += kMR;
     bp += kNR;
   }
-  const __mmask16 mask0 = column_mask(cols), mask1 = column_mask(cols - 16);
-  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 12
-  for (int r = 0; r < kMR; ++r) {
-    if (r < rows) {
-      float* row = c + r * ldc;
-      __m512 v0 = _mm512_mul_ps(va, acc0[r]);
-      __m512 v1 = _mm512_mul_ps(va, acc1[r]);
-      if (beta != 0.0f) {
-        v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask0, row), v0);
-        v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask1, row + 16), v1);
-      }
-      _mm512_mask_storeu_ps(row, mask0, v0);
-      _mm512_mask_storeu_ps(row + 16, mask1, v1);
-    }
-  }
+  store_tile(acc0, acc1, c, ldc, rows, cols, alpha, beta);
 }
 
 }  // namespace

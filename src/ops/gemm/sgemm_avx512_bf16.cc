@@ -26,6 +26,8 @@
 #endif
 #include <immintrin.h>
 
+#include "ops/gemm/sgemm_tile-inl.h"
+
 #define DSA_TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
 
 namespace dsa::sgemm_internal {
@@ -46,12 +48,6 @@ Bf16PackSpace& pack_space() {
   return space;
 }
 
-DSA_TARGET_BF16 __mmask16 lane_mask(int64_t lanes) {
-  if (lanes >= 16) return __mmask16(0xFFFF);
-  if (lanes <= 0) return __mmask16(0);
-  return __mmask16((1u << lanes) - 1u);
-}
-
 // Words 2j and 2j + 1 of the result: bf16(even[j]) and bf16(odd[j]), j < 16.
 DSA_TARGET_BF16 __m512i interleave_bf16(__m512 even, __m512 odd) {
   // vcvtne2ps2bf16 puts its second operand in words 0..15 and its first in 16..31.
@@ -65,7 +61,7 @@ DSA_TARGET_BF16 __m512i interleave_bf16(__m512 even, __m512 odd) {
 // columns at a time; a missing odd depth is zero.
 DSA_TARGET_BF16 void round_panel(const float* src, int64_t kc, int64_t width, uint32_t* dst) {
   for (int64_t c = 0; c < width; c += 16) {
-    const __mmask16 mask = lane_mask(width - c);
+    const __mmask16 mask = column_mask(width - c);
     for (int64_t q = 0; 2 * q < kc; ++q) {
       const __m512 even = _mm512_maskz_loadu_ps(mask, src + 2 * q * width + c);
       const __m512 odd = 2 * q + 1 < kc ? _mm512_maskz_loadu_ps(mask, src + (2 * q + 1) * width + c)
@@ -98,22 +94,7 @@ DSA_TARGET_BF16 void micro_kernel(int64_t pairs, const uint32_t* __restrict ap,
     ap += kMR;
     bp += kNR;
   }
-  const __mmask16 mask0 = lane_mask(cols), mask1 = lane_mask(cols - 16);
-  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-#pragma GCC unroll 12
-  for (int r = 0; r < kMR; ++r) {
-    if (r < rows) {
-      float* row = c + r * ldc;
-      __m512 v0 = _mm512_mul_ps(va, acc0[r]);
-      __m512 v1 = _mm512_mul_ps(va, acc1[r]);
-      if (beta != 0.0f) {
-        v0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask0, row), v0);
-        v1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask1, row + 16), v1);
-      }
-      _mm512_mask_storeu_ps(row, mask0, v0);
-      _mm512_mask_storeu_ps(row + 16, mask1, v1);
-    }
-  }
+  store_tile(acc0, acc1, c, ldc, rows, cols, alpha, beta);
 }
 
 }  // namespace
