@@ -1,6 +1,8 @@
 #include "model/forward.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 #include "model/forward_internal.h"
@@ -154,23 +156,46 @@ std::unique_ptr<Model> Model::load(const std::filesystem::path& dir, ThreadPool&
 
 void Model::forward(std::span<const int32_t> tokens, KvCache& cache, std::span<float> logits,
                     const ForwardOptions& options, ThreadPool& pool) const {
+  const SequenceChunk chunk{.tokens = tokens, .cache = &cache, .logits = logits};
+  forward_batch({&chunk, 1}, options, pool);
+}
+
+void Model::forward_batch(std::span<const SequenceChunk> chunks, const ForwardOptions& options,
+                          ThreadPool& pool) const {
   const ModelConfig& c = config();
-  check_tokens(c, tokens, cache, options.attention);
-  const int64_t T = int64_t(tokens.size());
-  const int64_t D = c.hidden_size;
-  const int64_t logit_rows = options.all_logits ? T : 1;
-  if (logits.size() != size_t(logit_rows * c.vocab_size)) {
-    fail("forward: the logits buffer holds {} floats, {} x {} needed", logits.size(), logit_rows,
-         c.vocab_size);
+  if (chunks.empty()) fail("forward: no sequences to run");
+  if (options.dump && chunks.size() > 1) {
+    fail("forward: dumping intermediates needs a single sequence, got {}", chunks.size());
   }
+  // Every check before any work, so that an error leaves every cache unchanged.
+  std::vector<forward_internal::SequenceRows> sequences;
+  sequences.reserve(chunks.size());
+  int64_t R = 0, logit_rows = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const SequenceChunk& chunk = chunks[i];
+    if (!chunk.cache) fail("forward: sequence {} has no cache", i);
+    for (size_t j = 0; j < i; ++j) {
+      if (chunks[j].cache == chunk.cache) fail("forward: sequences {} and {} share a cache", j, i);
+    }
+    check_tokens(c, chunk.tokens, *chunk.cache, options.attention);
+    const int64_t T = int64_t(chunk.tokens.size());
+    const int64_t rows = options.all_logits ? T : 1;
+    if (chunk.logits.size() != size_t(rows * c.vocab_size)) {
+      fail("forward: the logits buffer of sequence {} holds {} floats, {} x {} needed", i,
+           chunk.logits.size(), rows, c.vocab_size);
+    }
+    sequences.push_back({chunk.cache, chunk.cache->size(), R, T});
+    R += T;
+    logit_rows += rows;
+  }
+  const int64_t D = c.hidden_size;
   const ModelWeights& w = weights();
   Step step{.config = c,
             .weights = w,
             .rope = rope_,
             .softmax_scale = softmax_scale_,
-            .cache = cache,
-            .start = cache.size(),
-            .tokens = T,
+            .sequences = sequences,
+            .tokens = R,
             .attention = c.has_indexer() ? options.attention : AttentionMode::kDense,
             .prefill_kernel = options.prefill_kernel,
             .reference_attention = options.reference_attention,
@@ -179,18 +204,21 @@ void Model::forward(std::span<const int32_t> tokens, KvCache& cache, std::span<f
             .prefix = ""};
 
   // h: the sub-block output entering the next fused add + norm; residual: the bf16 stream.
-  std::vector<bf16> h(size_t(T * D)), residual(size_t(T * D)), normed(size_t(T * D));
-  for (int64_t t = 0; t < T; ++t) {
-    std::copy_n(w.embedding + int64_t(tokens[size_t(t)]) * D, D, h.data() + t * D);
+  std::vector<bf16> h(size_t(R * D)), residual(size_t(R * D)), normed(size_t(R * D));
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    for (int64_t t = 0; t < sequences[i].tokens; ++t) {
+      const int64_t token = chunks[i].tokens[size_t(t)];
+      std::copy_n(w.embedding + token * D, D, h.data() + (sequences[i].row + t) * D);
+    }
   }
-  std::vector<float> x(size_t(T * D)), y(size_t(T * D));
+  std::vector<float> x(size_t(R * D)), y(size_t(R * D));
   const auto norm = [&](const std::vector<float>& weight, bool first) {
     rms_norm({.x = h.data(),
               .residual = first ? nullptr : residual.data(),
               .weight = weight.data(),
               .out = normed.data(),
               .residual_out = residual.data(),
-              .tokens = T,
+              .tokens = R,
               .dim = D},
              pool);
     if (first) residual = h;
@@ -201,20 +229,46 @@ void Model::forward(std::span<const int32_t> tokens, KvCache& cache, std::span<f
     layer_step.prefix = "layers." + std::to_string(layer) + ".";
     const LayerWeights& lw = w.layers[size_t(layer)];
     norm(lw.attn_norm, layer == 0);
-    layer_step.emit("attn_norm", x.data(), {T, D});
+    layer_step.emit("attn_norm", x.data(), {R, D});
     forward_internal::attention_block(layer_step, layer, x.data(), y.data());
     h = forward_internal::to_bf16(y.data(), y.size());
     norm(lw.ffn_norm, false);
-    layer_step.emit("ffn_norm", x.data(), {T, D});
+    layer_step.emit("ffn_norm", x.data(), {R, D});
     forward_internal::ffn_block(layer_step, layer, x.data(), y.data());
     h = forward_internal::to_bf16(y.data(), y.size());
   }
   norm(w.final_norm, c.num_hidden_layers == 0);
-  step.emit("norm", x.data(), {T, D});
-  forward_internal::linear_fp32(x.data() + (T - logit_rows) * D, logit_rows, w.lm_head,
-                                logits.data(), pool);
-  step.emit("logits", logits.data(), {logit_rows, c.vocab_size});
-  cache.advance_to(cache.size() + T);
+  step.emit("norm", x.data(), {R, D});
+
+  // The LM head once over the rows whose logits are wanted: every row, or each sequence's last.
+  const float* head_input = x.data();
+  std::vector<float> last_rows;
+  if (!options.all_logits) {
+    last_rows.resize(size_t(logit_rows * D));
+    for (size_t i = 0; i < sequences.size(); ++i) {
+      const int64_t last = sequences[i].row + sequences[i].tokens - 1;
+      std::copy_n(x.data() + last * D, D, last_rows.data() + int64_t(i) * D);
+    }
+    head_input = last_rows.data();
+  }
+  std::vector<float> all_logits;
+  float* head_output = chunks.size() == 1 ? chunks[0].logits.data() : nullptr;
+  if (!head_output) {
+    all_logits.resize(size_t(logit_rows * c.vocab_size));
+    head_output = all_logits.data();
+  }
+  forward_internal::linear_fp32(head_input, logit_rows, w.lm_head, head_output, pool);
+  step.emit("logits", head_output, {logit_rows, c.vocab_size});
+  if (!all_logits.empty()) {
+    size_t at = 0;
+    for (const SequenceChunk& chunk : chunks) {
+      std::copy_n(all_logits.data() + at, chunk.logits.size(), chunk.logits.data());
+      at += chunk.logits.size();
+    }
+  }
+  for (const forward_internal::SequenceRows& seq : sequences) {
+    seq.cache->advance_to(seq.start + seq.tokens);
+  }
 }
 
 std::vector<float> sequence_logits(const Model& model, std::span<const int32_t> tokens,

@@ -66,6 +66,13 @@ struct ForwardOptions {
 YarnRopeConfig rope_config(const ModelConfig& config);
 float attention_softmax_scale(const ModelConfig& config);
 
+// One sequence's part of a batched forward call (Model::forward_batch).
+struct SequenceChunk {
+  std::span<const int32_t> tokens;  // run at positions cache->size() ...
+  KvCache* cache = nullptr;         // the sequence's own: no two chunks of a call share one
+  std::span<float> logits;          // [T, vocab] with all_logits, else [1, vocab]
+};
+
 class Model {
  public:
   // Loads config.json and the checkpoint in `dir` (see weights.h for the checks).
@@ -83,6 +90,17 @@ class Model {
   // is then unchanged).
   void forward(std::span<const int32_t> tokens, KvCache& cache, std::span<float> logits,
                const ForwardOptions& options, ThreadPool& pool) const;
+
+  // One forward call over chunks of several sequences, each at its own positions in its own
+  // cache: decode steps and prefill chunks may mix (chunked prefill). Row-wise work (norms,
+  // projections, experts, the LM head) runs once over all rows, so every weight is read once per
+  // call rather than once per sequence; RoPE, the cache writes, the indexer, top-k and attention
+  // run per sequence. Each sequence's results are those of its own forward() call up to GEMM
+  // summation order (a kernel may be picked by the call's row count): bit-identical while the
+  // row counts pick the same kernels (tests/model/test_forward_batch.cc). The checks of forward()
+  // apply to every chunk; an error leaves every cache unchanged. A dump needs one sequence.
+  void forward_batch(std::span<const SequenceChunk> chunks, const ForwardOptions& options,
+                     ThreadPool& pool) const;
 
  private:
   explicit Model(std::unique_ptr<ModelWeights> weights);

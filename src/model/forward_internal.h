@@ -3,6 +3,7 @@
 // and indexer ops read and write bf16 arrays, hence the small conversion helpers.
 #pragma once
 
+#include <span>
 #include <string>
 #include <vector>
 
@@ -11,18 +12,29 @@
 
 namespace dsa::forward_internal {
 
+// One sequence's rows of a batched call: rows [row, row + tokens) of every activation array,
+// at positions start .. start + tokens - 1 of its cache.
+struct SequenceRows {
+  KvCache* cache;
+  int64_t start;
+  int64_t row;
+  int64_t tokens;
+};
+
+// One forward call over the rows of one or more sequences. Row-wise work (norms, projections,
+// the FFN) runs on all rows at once, so each weight is read once per call; what depends on a
+// sequence's positions or cache (RoPE, cache writes, the indexer, attention) runs per sequence.
 struct Step {
   const ModelConfig& config;
   const ModelWeights& weights;
   const RopeTable& rope;
   float softmax_scale;
-  KvCache& cache;
-  int64_t start;   // absolute position of the chunk's first token
-  int64_t tokens;  // T
+  std::span<const SequenceRows> sequences;
+  int64_t tokens;  // rows in all: the sum of the sequences' tokens
   AttentionMode attention;
   PrefillKernel prefill_kernel;
   bool reference_attention;      // the scalar attention kernels that round as REF does
-  const IntermediateSink* dump;  // null: no dumping
+  const IntermediateSink* dump;  // null: no dumping (only set for a single sequence)
   ThreadPool& pool;
   std::string prefix;  // of dumped names: "layers.3." inside a layer, "" outside
 
@@ -43,10 +55,10 @@ void to_float(const bf16* x, size_t n, float* out);
 // RMSNorm of rows of float bf16 values without a residual, in place.
 void rms_norm_rows(float* x, int64_t rows, const std::vector<float>& weight, ThreadPool& pool);
 
-// The attention block of `layer` on x [T, hidden] (attn_norm output), writing out [T, hidden]
-// and the layer's cache rows.
+// The attention block of `layer` on x [rows, hidden] (attn_norm output), writing out [rows,
+// hidden] and each sequence's cache rows of the layer.
 void attention_block(const Step& step, int64_t layer, const float* x, float* out);
-// The FFN block (dense MLP or MoE) of `layer`: x, out [T, hidden].
+// The FFN block (dense MLP or MoE) of `layer`: x, out [rows, hidden].
 void ffn_block(const Step& step, int64_t layer, const float* x, float* out);
 
 }  // namespace dsa::forward_internal
