@@ -96,16 +96,12 @@ class Generator {
   bool is_eos(int32_t token) const;
 
  private:
-  // Runs tokens_[cache_.size():] through the model in chunks; logits_ then predict the next.
-  void prefill(const GenerationParams& params, const GenerationCallbacks& callbacks);
-
   const Model* model_;
   const text::Tokenizer* tokenizer_;
   ThreadPool* pool_;
   KvCache cache_;
   std::vector<int32_t> tokens_;
   std::vector<float> logits_;  // [vocab] after the last forward call
-  int64_t sampled_vocab_;      // ids [0, sampled_vocab_) are sampled
   int32_t model_eos_;
   int32_t tokenizer_eos_;  // -1 when the tokenizer has none
 };
