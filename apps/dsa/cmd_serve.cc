@@ -4,8 +4,8 @@
 //             [--api-key KEY] [--alias NAME] [--queue N] [-b N] [--max-body BYTES] [--timeout S]
 //
 // The socket listens before the model loads, so /health answers 503 while it loads and 200
-// after, as llama-server does. Requests run one at a time, in arrival order (src/server/
-// engine.h); --parallel is accepted for the scheduler that will batch them. SIGINT or SIGTERM
+// after, as llama-server does. Up to --parallel requests are generated at once, with continuous
+// batching: one forward step runs a token of each (src/server/engine.h). SIGINT or SIGTERM
 // stops the server: queued and running requests end with an error, then the connections close.
 #include <fmt/format.h>
 #include <signal.h>
@@ -34,7 +34,7 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8080;
   int64_t context = 0;
-  int parallel = 1;
+  int parallel = 4;
   int threads = 0;
   int64_t batch = 512;
   std::string api_key;
@@ -104,9 +104,11 @@ void run_serve(const ServeOptions& o) {
   const std::string name = served_name(o);
   // Declared before the engine, so that they outlive its worker.
   std::unique_ptr<LoadedModel> model;
-  std::unique_ptr<Generator> generator;
   server::Metrics metrics;
-  server::Engine engine(server::EngineOptions{size_t(o.queue)}, metrics);
+  server::Engine engine(
+      server::EngineOptions{
+          .max_waiting = size_t(o.queue), .parallel = o.parallel, .step_tokens = o.batch},
+      metrics);
   server::ApiServer api(server::ApiOptions{name, o.api_key, o.batch}, engine, metrics);
 
   server::HttpServerOptions http_options;
@@ -149,8 +151,7 @@ void run_serve(const ServeOptions& o) {
     g.threads = o.threads;
     g.batch = o.batch;
     model = std::make_unique<LoadedModel>(load_model(g));
-    generator =
-        std::make_unique<Generator>(*model->model, model->tokenizer, model->context, *model->pool);
+    engine.start(*model->model, model->tokenizer, model->context, *model->pool);
   } catch (...) {
     // Wake the signal thread, which stops the server, and rethrow the loading error.
     wake_stop_waiter();
@@ -158,11 +159,10 @@ void run_serve(const ServeOptions& o) {
     http_thread.join();
     throw;
   }
-  engine.start(*generator);
   api.set_ready(model->tokenizer, model->context);
   fmt::print(stderr,
-             "dsa serve: model {} ready: context {} tokens, {} request at a time, queue {}\n", name,
-             model->context, 1, o.queue);
+             "dsa serve: model {} ready: context {} tokens, {} requests at a time, queue {}\n",
+             name, model->context, o.parallel, o.queue);
   http_thread.join();
   engine.shutdown();
   signal_thread.join();
@@ -180,9 +180,10 @@ void register_serve(CLI::App& app) {
   cmd->add_option("-c,--ctx-size", o->context,
                   "Context size in tokens (default: 4096, at most max_position_embeddings)");
   cmd->add_option("--parallel", o->parallel,
-                  "Requests to run at once (accepted; today they run one at a time)");
+                  "Requests generated at once, batched into each forward step (default 4)");
   cmd->add_option("-t,--threads", o->threads, "Threads for the model (default: all)");
-  cmd->add_option("-b,--batch-size", o->batch, "Prompt tokens per forward call (default 512)");
+  cmd->add_option("-b,--batch-size", o->batch,
+                  "Prompt tokens per forward step, over all requests (default 512)");
   cmd->add_option("--api-key", o->api_key, "Require \"Authorization: Bearer KEY\" on /v1/*");
   cmd->add_option("--alias", o->alias, "Model name for /v1/models (default: the folder's name)");
   cmd->add_option("--queue", o->queue,

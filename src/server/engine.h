@@ -1,13 +1,14 @@
 // The generation side of `dsa serve`: a bounded queue of requests and one worker thread that runs
-// them through the single-sequence runtime (runtime/generator.h), one at a time, in arrival order.
+// them with continuous batching. The worker holds `parallel` slots, each with its own KV cache of
+// the whole context. Every step it admits waiting jobs into free slots (in arrival order), then
+// runs one Model::forward_batch over a decode row of every generating slot and prefill chunks of
+// the prompts still being read (chunked prefill, at most `step_tokens` prompt tokens a step), so
+// each weight is read once per step for all of them. Jobs join and leave between steps. Each job
+// is a GenerationRun (runtime/generation_run.h): sampling, stop strings and streamed text are
+// those of `dsa run`.
 //
-// This is the seam where a scheduler with continuous batching will go: the API layer only
-// submits jobs and reads their events, and never touches the model. Each job is a self-contained
-// generation (the sequence is reset before it), so replacing the worker with a scheduler that
-// runs many jobs per forward step changes nothing above this interface.
-//
-// Cancelling a job (its client went away) stops its generation at the next token, or the next
-// prefill chunk, and frees the worker for the next job.
+// The API layer only submits jobs and reads their events, and never touches the model.
+// Cancelling a job (its client went away) ends it before the next step and frees its slot.
 #pragma once
 
 #include <atomic>
@@ -21,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/generation_run.h"
 #include "runtime/generator.h"
 #include "runtime/sampler.h"
 #include "server/metrics.h"
@@ -69,7 +71,9 @@ class Job {
 };
 
 struct EngineOptions {
-  size_t max_waiting = 16;  // queued jobs beyond the running one; more are refused
+  size_t max_waiting = 16;    // queued jobs beyond the running ones; more are refused
+  int64_t parallel = 1;       // slots: sequences generated at once
+  int64_t step_tokens = 512;  // prompt tokens per forward step, over all prefilling slots
 };
 
 class Engine {
@@ -79,8 +83,11 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Starts the worker on `generator`, which must outlive shutdown(). Before it, submit() refuses.
-  void start(Generator& generator);
+  // Allocates the slots' caches of `context` tokens and starts the worker. The model, tokenizer
+  // and pool must outlive shutdown(). Before it, submit() refuses. Throws dsa::Error for a
+  // context the model cannot hold.
+  void start(const Model& model, const text::Tokenizer& tokenizer, int64_t context,
+             ThreadPool& pool);
   bool ready() const { return ready_; }
 
   // The queued job, or nullptr when the queue is full or the engine is not running.
@@ -95,12 +102,25 @@ class Engine {
   CacheGauges cache() const;
 
  private:
+  struct Slot;
+
   void work();
-  void run(Job& job);
+  // Moves waiting jobs into free slots; false when nothing is running or waiting (the worker
+  // then sleeps) or the engine is stopping.
+  bool admit();
+  void begin(Slot& slot, std::shared_ptr<Job> job);
+  // One forward step over the slots' next tokens.
+  void step();
+  void end(Slot& slot, const std::string& label, JobEvent event);
+  void update_cache_gauges();
 
   EngineOptions options_;
   Metrics& metrics_;
-  Generator* generator_ = nullptr;
+  const Model* model_ = nullptr;
+  const text::Tokenizer* tokenizer_ = nullptr;
+  ThreadPool* pool_ = nullptr;
+  std::vector<std::unique_ptr<Slot>> slots_;  // the worker's only
+  uint64_t admissions_ = 0;                   // the worker's only
   std::atomic<bool> ready_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> running_{0};
@@ -110,7 +130,7 @@ class Engine {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> queue_;
-  std::thread worker_;
+  std::thread worker_;  // declared last: it starts after, and is joined before, the rest
 };
 
 }  // namespace dsa::server

@@ -98,10 +98,10 @@ std::string Metrics::render(int64_t running, int64_t waiting, const CacheGauges&
   gauge(out, "dsa:kv_cache_usage_perc",
         "Fraction of the KV cache's tokens in use (one cache, one sequence at a time).",
         number(usage));
-  gauge(out, "dsa:kv_cache_tokens", "Tokens held in the KV cache.", cache.tokens_used);
-  gauge(out, "dsa:kv_cache_capacity_tokens", "Tokens the KV cache holds at most (-c).",
-        cache.tokens_capacity);
-  gauge(out, "dsa:kv_cache_bytes", "Memory allocated for the KV cache.", cache.bytes);
+  gauge(out, "dsa:kv_cache_tokens", "Tokens held in the KV caches.", cache.tokens_used);
+  gauge(out, "dsa:kv_cache_capacity_tokens",
+        "Tokens the KV caches hold at most (-c times --parallel).", cache.tokens_capacity);
+  gauge(out, "dsa:kv_cache_bytes", "Memory allocated for the KV caches.", cache.bytes);
   counter(out, "dsa:prefix_cache_queries_total",
           "Prompt tokens looked up in the prefix cache "
           "(no prefix cache yet: always 0).",

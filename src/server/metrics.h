@@ -25,11 +25,11 @@ class Histogram {
   uint64_t count_ = 0;
 };
 
-// The state of the (single) KV cache when the metrics are read.
+// The state of the engine's KV caches (one per slot) when the metrics are read.
 struct CacheGauges {
-  int64_t tokens_used = 0;      // tokens of the sequence in the cache
-  int64_t tokens_capacity = 0;  // the context size
-  uint64_t bytes = 0;           // memory allocated for it
+  int64_t tokens_used = 0;      // tokens of the running sequences
+  int64_t tokens_capacity = 0;  // the slots' context sizes added up
+  uint64_t bytes = 0;           // memory allocated for the caches
 };
 
 class Metrics {

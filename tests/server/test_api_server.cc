@@ -12,7 +12,6 @@
 
 #include "core/thread_pool.h"
 #include "model/forward.h"
-#include "runtime/generator.h"
 #include "server/api_server.h"
 #include "server/json_out.h"
 #include "support/model_fixture.h"
@@ -87,12 +86,19 @@ class ApiServerTest : public ::testing::Test {
     delete dir_;
   }
 
-  void start(int64_t context = 512, size_t queue = 4, std::string key = "") {
-    engine_ = std::make_unique<Engine>(EngineOptions{queue}, metrics_);
+  void start(int64_t context = 512, size_t queue = 4, std::string key = "", int64_t parallel = 1) {
+    engine_ = std::make_unique<Engine>(
+        EngineOptions{.max_waiting = queue, .parallel = parallel, .step_tokens = 64}, metrics_);
     api_ = std::make_unique<ApiServer>(ApiOptions{"tiny", key, 64}, *engine_, metrics_);
-    generator_ = std::make_unique<Generator>(*model_, *tokenizer_, context, *pool_);
-    engine_->start(*generator_);
+    engine_->start(*model_, *tokenizer_, context, *pool_);
     api_->set_ready(*tokenizer_, context);
+  }
+
+  // A counter of GET /metrics, or -1 when it is not there.
+  double metric(const std::string& name) {
+    const std::string text = api_->handle(request("GET", "/metrics")).body;
+    const size_t at = text.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
   }
   void TearDown() override {
     if (engine_) engine_->shutdown();
@@ -107,7 +113,6 @@ class ApiServerTest : public ::testing::Test {
   static inline Model* model_ = nullptr;
   static inline text::Tokenizer* tokenizer_ = nullptr;
   Metrics metrics_;
-  std::unique_ptr<Generator> generator_;
   std::unique_ptr<Engine> engine_;
   std::unique_ptr<ApiServer> api_;
 };
@@ -239,7 +244,8 @@ TEST_F(ApiServerTest, DisconnectMidStreamStopsTheGeneration) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   EXPECT_EQ(engine_->running(), 0);
-  EXPECT_LT(generator_->tokens().size(), 2000u) << "generation ran on after the disconnect";
+  EXPECT_LT(metric("dsa:generation_tokens_total"), 2000)
+      << "generation ran on after the disconnect";
   const std::string metrics = api_->handle(request("GET", "/metrics")).body;
   EXPECT_NE(metrics.find("finished_reason=\"abort\"} 1"), std::string::npos) << metrics;
   // The next request is served.
@@ -303,6 +309,77 @@ TEST_F(ApiServerTest, CompletionsEndpoint) {
   EXPECT_EQ(b["object"], "text_completion");
   EXPECT_TRUE(b["choices"][0]["text"].is_string());
   EXPECT_EQ(b["usage"]["completion_tokens"], 5);
+}
+
+// Continuous batching: requests generated together in one batch each get the text they get when
+// run alone with the same seed (small batches are bit-identical to solo forward calls,
+// test_forward_batch.cc), whatever joins or leaves the batch meanwhile.
+TEST_F(ApiServerTest, ConcurrentRequestsGetTheTextTheyGetAlone) {
+  start(512, 8, "", 3);
+  const std::vector<std::string> bodies = {
+      R"({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 20, "seed": 1,
+          "temperature": 1, "ignore_eos": true})",
+      R"({"messages": [{"role": "user", "content": "the model answers the user"}],
+          "max_tokens": 9, "seed": 2, "temperature": 0.8, "ignore_eos": true})",
+      R"({"messages": [{"role": "system", "content": "and the user says"},
+                       {"role": "user", "content": "hello hello"}],
+          "max_tokens": 31, "seed": 3, "temperature": 1.2, "ignore_eos": true})",
+      R"({"messages": [{"role": "user", "content": "answers"}], "max_tokens": 14, "seed": 4,
+          "temperature": 1, "ignore_eos": true, "stream": true})"};
+  const auto content = [&](const std::string& body) {
+    HttpResponse r = post("/v1/chat/completions", body);
+    if (!r.stream) return body_of(r)["choices"][0]["message"]["content"].get<std::string>();
+    RecordingStream out;
+    r.stream(out);
+    bool done = false;
+    std::string text;
+    for (const Json& e : events(out, &done)) {
+      if (!e["choices"].empty() && e["choices"][0]["delta"].contains("content")) {
+        text += e["choices"][0]["delta"]["content"].get<std::string>();
+      }
+    }
+    return text;
+  };
+  std::vector<std::string> alone;
+  for (const std::string& body : bodies) alone.push_back(content(body));
+  // Four requests on three slots: the fourth waits, then joins as the first leaves.
+  std::vector<std::string> together(bodies.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < bodies.size(); ++i) {
+    clients.emplace_back([&, i] { together[i] = content(bodies[i]); });
+  }
+  for (std::thread& c : clients) c.join();
+  for (size_t i = 0; i < bodies.size(); ++i) {
+    EXPECT_FALSE(alone[i].empty()) << i;
+    EXPECT_EQ(together[i], alone[i]) << "request " << i;
+  }
+  EXPECT_EQ(metric("dsa:num_requests_running"), 0);
+}
+
+TEST_F(ApiServerTest, AtMostParallelRequestsRunAndTheRestWait) {
+  start(2048, 4, "", 2);
+  const std::string long_body = R"({"messages": [{"role": "user", "content": "hello"}],
+                                    "stream": true, "max_tokens": 4000, "seed": 1,
+                                    "ignore_eos": true})";
+  std::vector<HttpResponse> responses;
+  for (int i = 0; i < 3; ++i) responses.push_back(post("/v1/chat/completions", long_body));
+  const auto start_time = std::chrono::steady_clock::now();
+  while (engine_->running() < 2 &&
+         std::chrono::steady_clock::now() - start_time < std::chrono::seconds(20)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(engine_->running(), 2);
+  EXPECT_EQ(engine_->waiting(), 1);
+  EXPECT_EQ(metric("dsa:num_requests_running"), 2);
+  EXPECT_EQ(metric("dsa:num_requests_waiting"), 1);
+  responses.clear();  // cancels all three; their slots are freed
+  while ((engine_->running() != 0 || engine_->waiting() != 0) &&
+         std::chrono::steady_clock::now() - start_time < std::chrono::seconds(20)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ(engine_->running(), 0);
+  EXPECT_EQ(engine_->waiting(), 0);
+  EXPECT_EQ(metric("dsa:kv_cache_tokens"), 0);
 }
 
 }  // namespace
