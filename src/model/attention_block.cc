@@ -4,6 +4,7 @@
 // The projections and the absorption of wkv_b run once over all rows; positions, caches, the
 // indexer's scores and attention are per sequence.
 #include <algorithm>
+#include <functional>
 #include <vector>
 
 #include "core/error.h"
@@ -34,12 +35,34 @@ Dims dims_of(const Step& s, const SequenceRows& seq) {
           .latent = c.kv_lora_rank};
 }
 
+// Runs body(i, pool) for every sequence i. Decode rows (one token each) are spread over the
+// pool's threads, each body on a serial pool: a batch of them is many small kernel calls, which
+// cost more to dispatch over the pool one by one than they compute. Longer chunks run one after
+// another with the whole pool. The kernels give the same results on any pool, so the choice
+// changes no number.
+void for_each_sequence(const Step& s, const std::function<void(size_t, ThreadPool&)>& body) {
+  std::vector<size_t> rows, chunks;
+  for (size_t i = 0; i < s.sequences.size(); ++i) {
+    (s.sequences[i].tokens == 1 ? rows : chunks).push_back(i);
+  }
+  if (rows.size() > 1 && s.pool.size() > 1) {
+    s.pool.parallel_for(int64_t(rows.size()), 1, [&](int64_t begin, int64_t end) {
+      ThreadPool serial(1);
+      for (int64_t j = begin; j < end; ++j) body(rows[size_t(j)], serial);
+    });
+  } else {
+    for (const size_t i : rows) body(i, s.pool);
+  }
+  for (const size_t i : chunks) body(i, s.pool);
+}
+
 // RoPE (interleaved, MLA's layout) on the last `rope` dims of rows of `row` floats, each
 // sequence's rows at its own positions.
 void rope_interleaved(const Step& s, float* x, int64_t heads, int64_t row, int64_t offset) {
   const size_t n = size_t(s.tokens * heads * row);
   std::vector<bf16> b = to_bf16(x, n);
-  for (const SequenceRows& seq : s.sequences) {
+  for_each_sequence(s, [&](size_t i, ThreadPool& pool) {
+    const SequenceRows& seq = s.sequences[i];
     apply_rope({.x = b.data() + seq.row * heads * row,
                 .tokens = seq.tokens,
                 .heads = heads,
@@ -48,8 +71,8 @@ void rope_interleaved(const Step& s, float* x, int64_t heads, int64_t row, int64
                 .start_pos = seq.start,
                 .layout = RopeLayout::kInterleaved,
                 .table = &s.rope},
-               s.pool);
-  }
+               pool);
+  });
   to_float(b.data(), n, x);
 }
 
@@ -126,7 +149,8 @@ std::vector<std::vector<int32_t>> run_indexer(const Step& s, int64_t layer, cons
   std::vector<float> k(size_t(R * dim));
   linear(x, R, w.wk, k.data(), s.pool);
   const std::vector<bf16> k_bf16 = to_bf16(k.data(), k.size());
-  for (const SequenceRows& seq : s.sequences) {
+  for_each_sequence(s, [&](size_t i, ThreadPool& pool) {
+    const SequenceRows& seq = s.sequences[i];
     indexer_keys({.k = k_bf16.data() + seq.row * dim,
                   .norm_weight = w.k_norm_weight.data(),
                   .norm_bias = w.k_norm_bias.data(),
@@ -136,8 +160,8 @@ std::vector<std::vector<int32_t>> run_indexer(const Step& s, int64_t layer, cons
                   .key_codes = seq.cache->index_codes(layer),
                   .key_scales = seq.cache->index_scales(layer),
                   .cache_capacity = seq.cache->capacity()},
-                 s.pool);
-  }
+                 pool);
+  });
   if (s.dump) {  // a single sequence
     const SequenceRows& seq = s.sequences[0];
     std::vector<float> key(size_t(R * dim));
@@ -162,8 +186,8 @@ std::vector<std::vector<int32_t>> run_indexer(const Step& s, int64_t layer, cons
   linear_fp32(x, R, w.weights_proj, weights_proj.data(), s.pool);
   std::vector<fp8_e4m3> q_codes(q.size());
   std::vector<float> head_weights(size_t(R * heads));
-  for (size_t i = 0; i < s.sequences.size(); ++i) {
-    if (!select[i]) continue;
+  for_each_sequence(s, [&](size_t i, ThreadPool& pool) {
+    if (!select[i]) return;
     const SequenceRows& seq = s.sequences[i];
     indexer_queries({.q = q_bf16.data() + seq.row * heads * dim,
                      .weights_proj = weights_proj.data() + seq.row * heads,
@@ -173,7 +197,7 @@ std::vector<std::vector<int32_t>> run_indexer(const Step& s, int64_t layer, cons
                      .start_pos = seq.start,
                      .q_codes = q_codes.data() + seq.row * heads * dim,
                      .head_weights = head_weights.data() + seq.row * heads},
-                    s.pool);
+                    pool);
     const int64_t keys = seq.start + seq.tokens;
     std::vector<float> scores(size_t(seq.tokens * keys));
     indexer_scores({.q_codes = q_codes.data() + seq.row * heads * dim,
@@ -185,18 +209,18 @@ std::vector<std::vector<int32_t>> run_indexer(const Step& s, int64_t layer, cons
                     .heads = heads,
                     .keys = keys,
                     .start_pos = seq.start},
-                   s.pool);
+                   pool);
     indices[i].resize(size_t(seq.tokens * c.index_topk));
     topk_select({.scores = scores.data(),
                  .indices = indices[i].data(),
                  .rows = seq.tokens,
                  .cols = keys,
                  .k = c.index_topk},
-                s.pool);
+                pool);
     s.emit("indexer.weights", head_weights.data(), {R, heads});
     s.emit("indexer.scores", scores.data(), {R, keys});
     s.emit("indexer.topk", indices[i].data(), {R, c.index_topk});
-  }
+  });
   return indices;
 }
 
@@ -242,11 +266,17 @@ void absorbed_attention(const Step& s, int64_t layer, const AttentionWeights& w,
   }
   std::vector<float> o_latent(size_t(A * d.H * d.latent));
   std::vector<float> lse(size_t(A * d.H));
-  for (size_t i = 0; i < absorbed.size(); ++i) {
-    const SequenceRows& seq = s.sequences[absorbed[i]];
+  std::vector<size_t> packed_index(s.sequences.size());
+  for (size_t i = 0; i < absorbed.size(); ++i) packed_index[absorbed[i]] = i;
+  std::vector<bool> is_absorbed(s.sequences.size());
+  for (const size_t i : absorbed) is_absorbed[i] = true;
+  for_each_sequence(s, [&](size_t index, ThreadPool& pool) {
+    if (!is_absorbed[index]) return;
+    const size_t i = packed_index[index];
+    const SequenceRows& seq = s.sequences[index];
     const int64_t P = seq.start, T = seq.tokens, row = packed_row[i];
     const LatentCacheView cache = seq.cache->latent(layer, P + T);
-    const std::vector<int32_t>& selected = indices[absorbed[i]];
+    const std::vector<int32_t>& selected = indices[index];
     if (!selected.empty()) {
       const SparseMlaParams params{.q = q_abs.data() + row * d.H * key,
                                    .cache = cache,
@@ -257,8 +287,8 @@ void absorbed_attention(const Step& s, int64_t layer, const AttentionWeights& w,
                                    .num_heads = d.H,
                                    .topk = s.config.index_topk,
                                    .softmax_scale = s.softmax_scale};
-      s.reference_attention ? sparse_mla_ref(params) : sparse_mla(params, s.pool);
-      continue;
+      s.reference_attention ? sparse_mla_ref(params) : sparse_mla(params, pool);
+      return;
     }
     for (int64_t t = 0; t < T; ++t) {  // row t sees the causal keys 0 .. P+t
       LatentCacheView causal = cache;
@@ -269,9 +299,9 @@ void absorbed_attention(const Step& s, int64_t layer, const AttentionWeights& w,
                                   .lse = lse.data() + (row + t) * d.H,
                                   .num_heads = d.H,
                                   .softmax_scale = s.softmax_scale};
-      s.reference_attention ? dense_mla_ref(params) : dense_mla(params, s.pool);
+      s.reference_attention ? dense_mla_ref(params) : dense_mla(params, pool);
     }
-  }
+  });
   const bool identity = A == s.tokens;  // every sequence, in order
   std::vector<float> packed_o(identity ? 0 : size_t(A * d.H * d.v));
   float* out = identity ? o : packed_o.data();
