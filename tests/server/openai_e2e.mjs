@@ -9,68 +9,15 @@
 // scripted text in test_stream_assembler.cc. Exits 77 (ctest: skipped) without node_modules or
 // without a built-in model.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const SKIP = 77;
-const dsa = process.argv[2];
-if (!dsa) {
-  console.error('usage: node openai_e2e.mjs path/to/dsa');
-  process.exit(2);
-}
-if (process.env.DSA_HAS_EMBEDDED_MODEL === '0') {
-  console.log('skipped: this dsa binary has no built-in model');
-  process.exit(SKIP);
-}
-const here = path.dirname(fileURLToPath(import.meta.url));
-const npmDir = process.env.DSA_NPM_DIR ?? path.join(here, '..', '..', 'scripts', 'npm');
-let openai;
-try {
-  openai = createRequire(path.join(npmDir, 'package.json'))('openai');
-} catch {
-  console.log(`skipped: the openai package is not installed in ${npmDir} (scripts/setup.sh does it)`);
-  process.exit(SKIP);
-}
-const { OpenAI, APIError } = openai;
+import { dsaFromArgs, metric, requirePackage, runSuite } from './serve_helper.mjs';
+
+const dsa = dsaFromArgs('openai_e2e.mjs');
+const { OpenAI, APIError } = requirePackage('openai');
 
 const KEY = 'e2e-key';
 const MAX_BODY = 65536;
 const MODEL = 'dsa-small';
-
-// --- the server -----------------------------------------------------------------------------
-
-function startServer() {
-  const child = spawn(dsa, ['serve', '--port', '0', '--api-key', KEY, '-t', '2', '-c', '2048',
-                            '--max-body', String(MAX_BODY)],
-                      { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  const port = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no "listening" line in 20 s:\n${log}`)), 20000);
-    child.stderr.on('data', (d) => {
-      log += d;
-      const m = log.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`dsa serve exited with ${code}:\n${log}`)));
-  });
-  return { child, port, log: () => log };
-}
-
-async function waitHealthy(base) {
-  const deadline = Date.now() + 30000;
-  for (;;) {
-    const r = await fetch(`${base}/health`).catch(() => null);
-    if (r && r.status === 200) return;
-    if (r) assert.equal(r.status, 503, 'health is 503 while loading, then 200');
-    if (Date.now() > deadline) throw new Error('the server did not become healthy in 30 s');
-    await new Promise((res) => setTimeout(res, 50));
-  }
-}
 
 // --- helpers --------------------------------------------------------------------------------
 
@@ -135,12 +82,6 @@ async function expectError(promise, status, check = () => {}) {
     return e;
   }
   assert.fail(`expected HTTP ${status}, but the request succeeded`);
-}
-
-async function metric(base, name) {
-  const text = await (await fetch(`${base}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
-  return line === undefined ? undefined : Number(line.split(' ').at(-1));
 }
 
 // --- the tests ------------------------------------------------------------------------------
@@ -368,42 +309,11 @@ test('health and metrics', async ({ base }) => {
 
 // --- run ------------------------------------------------------------------------------------
 
-const server = startServer();
-let failed = 0;
-try {
-  const port = await server.port;
-  const base = `http://127.0.0.1:${port}`;
-  await waitHealthy(base);
-  const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: KEY, maxRetries: 0,
-                              timeout: 30000 });
-  for (const { name, fn } of tests) {
-    const start = Date.now();
-    try {
-      await fn({ client, base });
-      console.log(`ok   ${name} (${Date.now() - start} ms)`);
-    } catch (e) {
-      failed++;
-      console.log(`FAIL ${name}\n${e.stack ?? e}`);
-    }
-  }
-} catch (e) {
-  failed++;
-  console.log(`FAIL server: ${e.stack ?? e}\n${server.log()}`);
-}
-// SIGTERM stops the server cleanly (status 0) and promptly.
-const exited = new Promise((res) => server.child.once('exit', (code, sig) => res({ code, sig })));
-const stopStart = Date.now();
-server.child.kill('SIGTERM');
-const timeout = new Promise((res) => setTimeout(() => res(null), 15000));
-const result = await Promise.race([exited, timeout]);
-if (!result) {
-  failed++;
-  console.log('FAIL the server did not exit within 15 s of SIGTERM');
-  server.child.kill('SIGKILL');
-} else if (result.code !== 0) {
-  failed++;
-  console.log(`FAIL the server exited with ${result.code ?? result.sig} after SIGTERM\n${server.log()}`);
-}
-if (result) console.log(`server stopped ${Date.now() - stopStart} ms after SIGTERM`);
-console.log(failed ? `${failed} failed` : `all ${tests.length} passed`);
-process.exit(failed ? 1 : 0);
+await runSuite({
+  dsa,
+  serverArgs: ['--api-key', KEY, '-t', '2', '-c', '2048', '--max-body', String(MAX_BODY)],
+  tests,
+  setup: async (base) => ({
+    client: new OpenAI({ baseURL: `${base}/v1`, apiKey: KEY, maxRetries: 0, timeout: 30000 }),
+  }),
+});
