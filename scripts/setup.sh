@@ -32,6 +32,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git clang libclang-rt-14-dev
   nlohmann-json3-dev libcli11-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev
   libhwy-dev libopenblas-dev libpcre2-dev libcpp-httplib-dev
+  chromium  # the browser the chat page's end-to-end test drives (tests/server/web_page_e2e.mjs)
 )
 # Node.js and npm: any existing install will do (some images ship NodeSource's nodejs, which
 # bundles npm and conflicts with Debian's npm package).

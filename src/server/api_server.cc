@@ -12,6 +12,7 @@
 #include "server/ids.h"
 #include "server/prompt_builder.h"
 #include "server/reply_writer.h"
+#include "server/web_page.h"
 
 namespace dsa::server {
 namespace {
@@ -98,6 +99,10 @@ HttpResponse ApiServer::route(const HttpRequest& request) {
                                  printable(request.method), allowed));
     }
   };
+  if (path == "/" || path == "/index.html") {  // the chat page holds no secrets: no key
+    want(get, "GET");
+    return web_page_response();
+  }
   if (path == "/health") {
     want(get, "GET");
     return health();

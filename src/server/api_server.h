@@ -5,8 +5,9 @@
 // Routes (docs/server.md):
 //   POST /v1/chat/completions   POST /v1/completions   GET /v1/models   GET /v1/models/{id}
 //   GET /health (200 when the model is loaded, 503 while it loads)   GET /metrics
-// The /v1 prefix may be left out. With an API key, every route but /health and /metrics wants
-// "Authorization: Bearer KEY".
+//   GET / and /index.html: the chat page (web_page.h)
+// The /v1 prefix may be left out. With an API key, every route but /health, /metrics and the
+// page wants "Authorization: Bearer KEY".
 #pragma once
 
 #include <atomic>
