@@ -42,6 +42,7 @@ struct ServeOptions {
   int queue = 16;
   size_t max_body = size_t(8) << 20;
   int timeout = 10;
+  bool no_prefix_cache = false;
 };
 
 // SIGINT and SIGTERM write their number into this pipe; a thread of the server reads it and stops
@@ -105,10 +106,11 @@ void run_serve(const ServeOptions& o) {
   // Declared before the engine, so that they outlive its worker.
   std::unique_ptr<LoadedModel> model;
   server::Metrics metrics;
-  server::Engine engine(
-      server::EngineOptions{
-          .max_waiting = size_t(o.queue), .parallel = o.parallel, .step_tokens = o.batch},
-      metrics);
+  server::Engine engine(server::EngineOptions{.max_waiting = size_t(o.queue),
+                                              .parallel = o.parallel,
+                                              .step_tokens = o.batch,
+                                              .prefix_cache = !o.no_prefix_cache},
+                        metrics);
   server::ApiServer api(server::ApiOptions{name, o.api_key, o.batch}, engine, metrics);
 
   server::HttpServerOptions http_options;
@@ -191,6 +193,8 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--max-body", o->max_body, "Largest request body in bytes (default 8 MiB)");
   cmd->add_option("--timeout", o->timeout,
                   "Seconds a read or write of a connection may take (default 10)");
+  cmd->add_flag("--no-prefix-cache", o->no_prefix_cache,
+                "Prefill every prompt in full instead of reusing a cached prefix");
   cmd->callback([o] { run_serve(*o); });
 }
 

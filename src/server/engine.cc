@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <span>
 #include <utility>
 
 #include "core/error.h"
@@ -25,10 +26,16 @@ bool same_forward(const ForwardOptions& a, const ForwardOptions& b) {
          a.reference_attention == b.reference_attention;
 }
 
+int64_t common_prefix(std::span<const int32_t> a, std::span<const int32_t> b) {
+  const size_t n = std::min(a.size(), b.size());
+  return int64_t(std::mismatch(a.begin(), a.begin() + ptrdiff_t(n), b.begin()).first - a.begin());
+}
+
 }  // namespace
 
 // A sequence of the batch: its own cache and token history, and the run of the job it holds.
-// Slots live on the heap, so the run's and the callbacks' references to them stay valid.
+// Slots live on the heap, so the run's and the callbacks' references to them stay valid. A free
+// slot keeps the tokens its last job left in the cache: the prefix cache (engine.h).
 struct Engine::Slot {
   Slot(const ModelConfig& config, int64_t context)
       : cache(config, context), logits(size_t(config.vocab_size)) {}
@@ -37,9 +44,11 @@ struct Engine::Slot {
 
   KvCache cache;
   std::vector<int32_t> tokens;
-  std::vector<float> logits;  // [vocab] of its last row in the last step
-  std::shared_ptr<Job> job;   // null: free
-  uint64_t admitted = 0;      // admission order: prompts are prefilled oldest first
+  std::vector<float> logits;   // [vocab] of its last row in the last step
+  std::shared_ptr<Job> job;    // null: free
+  uint64_t admitted = 0;       // admission order: prompts are prefilled oldest first
+  uint64_t released = 0;       // when it was last freed: the least recently used is reused first
+  ForwardOptions cached_with;  // the options the cached tokens were computed with
   std::optional<Sampler> sampler;
   GenerationCallbacks callbacks;
   std::optional<GenerationRun> run;
@@ -104,7 +113,8 @@ int64_t Engine::waiting() const {
 }
 
 CacheGauges Engine::cache() const {
-  return CacheGauges{cache_tokens_.load(), cache_capacity_.load(), cache_bytes_.load()};
+  return CacheGauges{cache_tokens_.load(), cache_capacity_.load(), cache_bytes_.load(),
+                     prefix_tokens_.load()};
 }
 
 void Engine::shutdown() {
@@ -155,24 +165,50 @@ bool Engine::admit() {
       job->push(JobEvent{JobEvent::Kind::kFailed, "", {}, "cancelled"});
       continue;
     }
-    for (const auto& slot : slots_) {
-      if (!slot->busy()) {
-        begin(*slot, std::move(job));
-        break;
-      }
-    }
+    Slot& slot = choose_slot(job->spec());
+    begin(slot, std::move(job));
   }
   running_ = std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); });
   return true;
 }
 
+Engine::Slot& Engine::choose_slot(const GenerationJob& job) {
+  Slot* best = nullptr;
+  int64_t best_prefix = -1;
+  for (const auto& slot : slots_) {
+    if (slot->busy()) continue;
+    const int64_t prefix = reusable_prefix(*slot, job);
+    if (prefix > best_prefix || (prefix == best_prefix && slot->released < best->released)) {
+      best = slot.get();
+      best_prefix = prefix;
+    }
+  }
+  DSA_CHECK(best, "choose_slot without a free slot");
+  return *best;
+}
+
+int64_t Engine::reusable_prefix(const Slot& slot, const GenerationJob& job) const {
+  if (!options_.prefix_cache || !same_forward(slot.cached_with, job.params.forward)) return 0;
+  // At least the prompt's last token runs again: its logits start the reply. The reuse ends on
+  // a multiple of the prefill chunk size, where a prefill from scratch ends a chunk too (step()),
+  // so that the rest of the prompt is computed exactly as it would be without the cache.
+  const int64_t longest = int64_t(job.prompt.size()) - 1;
+  const int64_t shared = std::min(longest, common_prefix(slot.tokens, job.prompt));
+  const int64_t C = job.params.prefill_chunk;
+  return std::max<int64_t>(0, shared / C * C);
+}
+
 void Engine::begin(Slot& slot, std::shared_ptr<Job> job) {
   slot.job = std::move(job);
   slot.admitted = ++admissions_;
-  slot.tokens.clear();
-  slot.cache.truncate(0);
-  slot.first_text = true;
   Job& j = *slot.job;
+  const std::vector<int32_t>& prompt = j.spec().prompt;
+  const int64_t reused = reusable_prefix(slot, j.spec());
+  slot.tokens.resize(size_t(reused));
+  slot.cache.truncate(reused);
+  slot.cached_with = j.spec().params.forward;
+  metrics_.prefix_lookup(int64_t(prompt.size()), reused);
+  slot.first_text = true;
   slot.callbacks.on_text = [this, &slot, &j](std::string_view text) {
     const Clock::time_point now = Clock::now();
     if (slot.first_text) {
@@ -186,8 +222,11 @@ void Engine::begin(Slot& slot, std::shared_ptr<Job> job) {
   };
   try {
     slot.sampler.emplace(j.spec().sampling);
-    slot.run.emplace(*model_, *tokenizer_, slot.cache, slot.tokens, j.spec().prompt, *slot.sampler,
-                     j.spec().params, slot.callbacks);
+    // The reused tokens count for the repetition penalty as if they had been prefilled.
+    for (int64_t i = 0; i < reused; ++i) slot.sampler->accept(prompt[size_t(i)]);
+    slot.run.emplace(*model_, *tokenizer_, slot.cache, slot.tokens,
+                     std::span(prompt).subspan(size_t(reused)), *slot.sampler, j.spec().params,
+                     slot.callbacks);
   } catch (const Error& e) {
     end(slot, "error", JobEvent{JobEvent::Kind::kFailed, "", {}, printable(e.what())});
   }
@@ -230,12 +269,22 @@ void Engine::step() {
     chunks.push_back({tokens, &s->cache, s->logits});
   };
   for (Slot* s : decoding) add(s, 1);
+  // Prompt chunks end at multiples of the prefill chunk size C, whatever else the step holds,
+  // so that a prompt is always cut the same way: a request run alone then computes exactly what
+  // it computes after a prefix-cache hit, which also ends on a multiple of C.
   int64_t budget = options_.step_tokens;
+  bool any_prefill = false;
   for (Slot* s : prefilling) {
-    if (budget <= 0) break;
-    const int64_t chunk = std::min(budget, s->job->spec().params.prefill_chunk);
+    const int64_t C = s->job->spec().params.prefill_chunk;
+    const int64_t chunk = C - s->cache.size() % C;
+    const int64_t size = int64_t(s->run->next_tokens(chunk).size());
+    if (size > budget && any_prefill) continue;  // waits for a step with room
+    const size_t before = chunks.size();
     add(s, chunk);
-    if (!batch.empty() && batch.back() == s) budget -= int64_t(chunks.back().tokens.size());
+    if (chunks.size() > before) {
+      budget -= size;
+      any_prefill = true;
+    }
   }
 
   try {
@@ -269,10 +318,14 @@ void Engine::end(Slot& slot, const std::string& label, JobEvent event) {
   slot.run.reset();
   slot.sampler.reset();
   slot.callbacks = {};
-  // The cache stays allocated for the next job; its tokens are forgotten now, so the gauges
-  // show the slot free.
-  slot.tokens.clear();
-  slot.cache.truncate(0);
+  slot.released = ++admissions_;
+  // The cached tokens stay for the prefix cache; a token sampled but not yet run (or a final
+  // EOS) is not in the cache, and goes. After an error nothing is trusted.
+  const bool failed = label == "error";
+  const int64_t kept =
+      failed ? 0 : std::min<int64_t>(slot.cache.size(), int64_t(slot.tokens.size()));
+  slot.tokens.resize(size_t(kept));
+  slot.cache.truncate(kept);
   running_ = std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); });
   update_cache_gauges();
   // The client learns of the end last, so that what it reads next (/metrics) includes it.
@@ -282,13 +335,14 @@ void Engine::end(Slot& slot, const std::string& label, JobEvent event) {
 }
 
 void Engine::update_cache_gauges() {
-  int64_t tokens = 0;
+  int64_t tokens = 0, prefix = 0;
   uint64_t bytes = 0;
   for (const auto& slot : slots_) {
-    tokens += int64_t(slot->tokens.size());
+    (slot->busy() ? tokens : prefix) += int64_t(slot->tokens.size());
     bytes += slot->cache.bytes();
   }
   cache_tokens_ = tokens;
+  prefix_tokens_ = prefix;
   cache_bytes_ = bytes;
 }
 

@@ -7,6 +7,15 @@
 // is a GenerationRun (runtime/generation_run.h): sampling, stop strings and streamed text are
 // those of `dsa run`.
 //
+// Prefix cache: a slot keeps what its last job left in its cache. A new job goes to the free slot
+// whose cached tokens share the longest prefix with its prompt (else the least recently used),
+// and only the rest of the prompt is prefilled: a shared system prompt, tools, or the earlier
+// turns of a conversation are computed once, the indexer's keys included. Reuse is in whole
+// prefill chunks (-b), the boundaries at which every prompt is cut, so a request that runs alone
+// gets the same logits bit for bit with or without a cache hit: the same seed gives the same
+// text. Requests batched together share GEMMs whose kernel is picked by the step's row count, so
+// under load the low bits of the logits can differ from a run alone (as in vLLM and llama.cpp).
+//
 // The API layer only submits jobs and reads their events, and never touches the model.
 // Cancelling a job (its client went away) ends it before the next step and frees its slot.
 #pragma once
@@ -74,6 +83,7 @@ struct EngineOptions {
   size_t max_waiting = 16;    // queued jobs beyond the running ones; more are refused
   int64_t parallel = 1;       // slots: sequences generated at once
   int64_t step_tokens = 512;  // prompt tokens per forward step, over all prefilling slots
+  bool prefix_cache = true;   // reuse the cached prefix a free slot shares with a prompt
 };
 
 class Engine {
@@ -108,6 +118,9 @@ class Engine {
   // Moves waiting jobs into free slots; false when nothing is running or waiting (the worker
   // then sleeps) or the engine is stopping.
   bool admit();
+  Slot& choose_slot(const GenerationJob& job);
+  // The tokens of `slot`'s cache that `job` can keep.
+  int64_t reusable_prefix(const Slot& slot, const GenerationJob& job) const;
   void begin(Slot& slot, std::shared_ptr<Job> job);
   // One forward step over the slots' next tokens.
   void step();
@@ -127,6 +140,7 @@ class Engine {
   std::atomic<int64_t> cache_tokens_{0};
   std::atomic<int64_t> cache_capacity_{0};
   std::atomic<uint64_t> cache_bytes_{0};
+  std::atomic<int64_t> prefix_tokens_{0};
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> queue_;

@@ -86,6 +86,12 @@ void Metrics::request_rejected() {
   ++rejected_;
 }
 
+void Metrics::prefix_lookup(int64_t prompt_tokens, int64_t reused) {
+  std::lock_guard lock(mutex_);
+  prefix_queries_ += uint64_t(prompt_tokens);
+  prefix_hits_ += uint64_t(reused);
+}
+
 std::string Metrics::render(int64_t running, int64_t waiting, const CacheGauges& cache) const {
   std::lock_guard lock(mutex_);
   std::string out;
@@ -96,20 +102,17 @@ std::string Metrics::render(int64_t running, int64_t waiting, const CacheGauges&
   const double usage =
       cache.tokens_capacity > 0 ? double(cache.tokens_used) / double(cache.tokens_capacity) : 0.0;
   gauge(out, "dsa:kv_cache_usage_perc",
-        "Fraction of the KV cache's tokens in use (one cache, one sequence at a time).",
-        number(usage));
+        "Fraction of the KV caches' tokens held by running requests.", number(usage));
   gauge(out, "dsa:kv_cache_tokens", "Tokens held in the KV caches.", cache.tokens_used);
   gauge(out, "dsa:kv_cache_capacity_tokens",
         "Tokens the KV caches hold at most (-c times --parallel).", cache.tokens_capacity);
   gauge(out, "dsa:kv_cache_bytes", "Memory allocated for the KV caches.", cache.bytes);
-  counter(out, "dsa:prefix_cache_queries_total",
-          "Prompt tokens looked up in the prefix cache "
-          "(no prefix cache yet: always 0).",
-          0);
+  gauge(out, "dsa:prefix_cache_tokens",
+        "Tokens idle slots keep cached for prompts that begin the same way.", cache.prefix_tokens);
+  counter(out, "dsa:prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.",
+          prefix_queries_);
   counter(out, "dsa:prefix_cache_hits_total",
-          "Prompt tokens found in the prefix cache "
-          "(no prefix cache yet: always 0).",
-          0);
+          "Prompt tokens found in the prefix cache (not computed again).", prefix_hits_);
   counter(out, "dsa:prompt_tokens_total",
           "Prompt tokens of finished requests (cancelled ones included).", prompt_tokens_);
   counter(out, "dsa:generation_tokens_total",

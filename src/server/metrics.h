@@ -30,6 +30,7 @@ struct CacheGauges {
   int64_t tokens_used = 0;      // tokens of the running sequences
   int64_t tokens_capacity = 0;  // the slots' context sizes added up
   uint64_t bytes = 0;           // memory allocated for the caches
+  int64_t prefix_tokens = 0;    // tokens kept by idle slots for the prefix cache
 };
 
 class Metrics {
@@ -41,6 +42,8 @@ class Metrics {
   void time_to_first_token(double seconds);
   void inter_token(double seconds);
   void request_rejected();  // 429
+  // A prompt of `prompt_tokens` began with `reused` tokens already in its slot's cache.
+  void prefix_lookup(int64_t prompt_tokens, int64_t reused);
 
   std::string render(int64_t running, int64_t waiting, const CacheGauges& cache) const;
 
@@ -49,6 +52,8 @@ class Metrics {
   uint64_t prompt_tokens_ = 0;
   uint64_t generation_tokens_ = 0;
   uint64_t rejected_ = 0;
+  uint64_t prefix_queries_ = 0;
+  uint64_t prefix_hits_ = 0;
   std::vector<std::pair<std::string, uint64_t>> finished_;  // by finish reason
   Histogram ttft_;
   Histogram itl_;

@@ -5,9 +5,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -86,9 +88,13 @@ class ApiServerTest : public ::testing::Test {
     delete dir_;
   }
 
-  void start(int64_t context = 512, size_t queue = 4, std::string key = "", int64_t parallel = 1) {
-    engine_ = std::make_unique<Engine>(
-        EngineOptions{.max_waiting = queue, .parallel = parallel, .step_tokens = 64}, metrics_);
+  void start(int64_t context = 512, size_t queue = 4, std::string key = "", int64_t parallel = 1,
+             bool prefix_cache = true) {
+    engine_ = std::make_unique<Engine>(EngineOptions{.max_waiting = queue,
+                                                     .parallel = parallel,
+                                                     .step_tokens = 64,
+                                                     .prefix_cache = prefix_cache},
+                                       metrics_);
     api_ = std::make_unique<ApiServer>(ApiOptions{"tiny", key, 64}, *engine_, metrics_);
     engine_->start(*model_, *tokenizer_, context, *pool_);
     api_->set_ready(*tokenizer_, context);
@@ -380,6 +386,46 @@ TEST_F(ApiServerTest, AtMostParallelRequestsRunAndTheRestWait) {
   EXPECT_EQ(engine_->running(), 0);
   EXPECT_EQ(engine_->waiting(), 0);
   EXPECT_EQ(metric("dsa:kv_cache_tokens"), 0);
+}
+
+// A long shared system prompt is computed once: later requests that begin with it reuse its
+// cached tokens in whole prefill chunks (64 here), and get the text they get without the cache.
+TEST_F(ApiServerTest, PrefixCacheReusesASharedSystemPromptAndChangesNoText) {
+  std::string system;
+  for (int i = 0; i < 30; ++i) system += "the user says hello and the model answers. ";
+  const auto body = [&](const std::string& question) {
+    return Json{{"messages", Json::array({Json{{"role", "system"}, {"content", system}},
+                                          Json{{"role", "user"}, {"content", question}}})},
+                {"max_tokens", 12},
+                {"seed", 9},
+                {"temperature", 1},
+                {"ignore_eos", true}}
+        .dump();
+  };
+  const std::vector<std::string> questions = {"hello", "the model", "hello", "says the user"};
+  const auto replies = [&](bool prefix_cache) {
+    start(1024, 4, "", 2, prefix_cache);
+    std::vector<std::string> out;
+    for (const std::string& q : questions) {
+      const HttpResponse r = post("/v1/chat/completions", body(q));
+      EXPECT_EQ(r.status, 200) << r.body;
+      out.push_back(body_of(r)["choices"][0]["message"]["content"].get<std::string>());
+      EXPECT_GT(body_of(r)["usage"]["prompt_tokens"].get<int>(), 128);
+    }
+    const double queries = metric("dsa:prefix_cache_queries_total");
+    const double hits = metric("dsa:prefix_cache_hits_total");
+    engine_->shutdown();
+    return std::tuple{out, queries, hits};
+  };
+  const auto [cold, cold_queries, cold_hits] = replies(false);
+  const auto [warm, warm_queries, warm_hits] = replies(true);
+  EXPECT_EQ(warm, cold);
+  EXPECT_EQ(cold_hits, 0);
+  EXPECT_EQ(warm_queries, 2 * cold_queries);  // the counters add up over both servers
+  // Two slots: the first two requests start cold, the next two reuse at least the system
+  // prompt's whole chunks (the third repeats the first, and may reuse more).
+  EXPECT_GE(warm_hits, 2 * 128);
+  EXPECT_EQ(std::fmod(warm_hits, 64.0), 0.0);
 }
 
 }  // namespace
