@@ -2,9 +2,21 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "server/api_error.h"
 
 namespace dsa::server {
+namespace {
+
+// The engine prefills only what its prefix cache did not hold (stats.prompt_tokens); the rest of
+// the prompt was cached.
+Usage usage_of(const ReplyJob& r, const GenerationStats& stats) {
+  return Usage{r.prompt_tokens, stats.generated_tokens,
+               std::max<int64_t>(0, r.prompt_tokens - stats.prompt_tokens)};
+}
+
+}  // namespace
 
 HttpResponse whole_reply(const ReplyJob& r) {
   StreamAssembler assembler(r.assembler);
@@ -24,7 +36,7 @@ HttpResponse whole_reply(const ReplyJob& r) {
                           nullptr};
     }
     for (const Delta& d : assembler.finish(e.stats.stop)) add_delta(reply, d);
-    const Usage usage{r.prompt_tokens, e.stats.generated_tokens};
+    const Usage usage = usage_of(r, e.stats);
     const Json body =
         completion_json(r.meta, reply, assembler.finish_reason(), assembler.warnings(), usage);
     return HttpResponse{200, "application/json", dump_json(body), {}, nullptr};
@@ -64,8 +76,7 @@ void stream_events(const ReplyJob& r, ResponseStream& out) {
     }
     if (!send_all(assembler.finish(e.stats.stop))) return;
     if (!send(finish_chunk(r.meta, assembler.finish_reason(), assembler.warnings()))) return;
-    if (r.include_usage &&
-        !send(usage_chunk(r.meta, Usage{r.prompt_tokens, e.stats.generated_tokens}))) {
+    if (r.include_usage && !send(usage_chunk(r.meta, usage_of(r, e.stats)))) {
       return;
     }
     out.write(kSseDone);

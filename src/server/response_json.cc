@@ -77,8 +77,7 @@ Json usage_json(const Usage& u) {
   usage["prompt_tokens"] = u.prompt_tokens;
   usage["completion_tokens"] = u.completion_tokens;
   usage["total_tokens"] = u.prompt_tokens + u.completion_tokens;
-  // No prefix cache yet: nothing of a prompt is ever reused.
-  usage["prompt_tokens_details"] = Json{{"cached_tokens", 0}};
+  usage["prompt_tokens_details"] = Json{{"cached_tokens", u.cached_tokens}};
   return usage;
 }
 

@@ -31,6 +31,7 @@ struct ReplyMeta {
 struct Usage {
   int64_t prompt_tokens = 0;
   int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;  // of the prompt, found in the prefix cache
 };
 
 // "data: <json>\n\n"

@@ -403,17 +403,22 @@ TEST_F(ApiServerTest, PrefixCacheReusesASharedSystemPromptAndChangesNoText) {
         .dump();
   };
   const std::vector<std::string> questions = {"hello", "the model", "hello", "says the user"};
+  double hits_before = 0;
   const auto replies = [&](bool prefix_cache) {
     start(1024, 4, "", 2, prefix_cache);
     std::vector<std::string> out;
+    double cached = 0;
     for (const std::string& q : questions) {
       const HttpResponse r = post("/v1/chat/completions", body(q));
       EXPECT_EQ(r.status, 200) << r.body;
       out.push_back(body_of(r)["choices"][0]["message"]["content"].get<std::string>());
       EXPECT_GT(body_of(r)["usage"]["prompt_tokens"].get<int>(), 128);
+      cached += body_of(r)["usage"]["prompt_tokens_details"]["cached_tokens"].get<double>();
     }
     const double queries = metric("dsa:prefix_cache_queries_total");
     const double hits = metric("dsa:prefix_cache_hits_total");
+    EXPECT_EQ(cached, prefix_cache ? hits - hits_before : 0);  // usage agrees with /metrics
+    hits_before = hits;
     engine_->shutdown();
     return std::tuple{out, queries, hits};
   };
