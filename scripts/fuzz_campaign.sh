@@ -32,9 +32,10 @@ for target in "${targets[@]}"; do
   mkdir -p "$out/corpus"
   cp -r "fuzz/corpus/$target/." "$out/corpus/"
   start=$(date +%s)
-  # -timeout: an input that takes 10 s under ASan is a hang; -rss_limit_mb and -malloc_limit_mb
+  # -timeout: an input that takes 30 s under ASan is a hang (wall clock: generous, so that a
+  # build sharing the machine cannot starve the niced run into a false alarm); -rss_limit_mb and -malloc_limit_mb
   # catch inputs that blow up memory. Leak checking is on (libFuzzer's default with ASan).
-  if ! nice -n 19 "build/fuzz/fuzz/$target" -runs="$runs" -max_len="${MAX_LEN:-4096}" -timeout=10 -rss_limit_mb=2048 \
+  if ! nice -n 19 "build/fuzz/fuzz/$target" -runs="$runs" -max_len="${MAX_LEN:-4096}" -timeout=30 -rss_limit_mb=2048 \
       -malloc_limit_mb=1024 -artifact_prefix="$out/" -print_final_stats=1 "$out/corpus" \
       >"$out/log.txt" 2>&1; then
     echo "$target: FAILED after $(($(date +%s) - start)) s; see $out/log.txt"

@@ -20,8 +20,7 @@ GenerationRun::GenerationRun(const Model& model, const text::Tokenizer& tokenize
                              Sampler& sampler, const GenerationParams& params,
                              const GenerationCallbacks& callbacks,
                              std::span<const float> last_logits)
-    : model_(&model),
-      cache_(&cache),
+    : cache_(&cache),
       tokens_(&tokens),
       sampler_(&sampler),
       params_(&params),

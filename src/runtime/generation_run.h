@@ -70,7 +70,6 @@ class GenerationRun {
   int64_t free_tokens() const { return cache_->capacity() - int64_t(tokens_->size()); }
   bool is_eos(int32_t token) const { return token == model_eos_ || token == tokenizer_eos_; }
 
-  const Model* model_;
   KvCache* cache_;
   std::vector<int32_t>* tokens_;
   Sampler* sampler_;
