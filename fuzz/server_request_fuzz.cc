@@ -58,7 +58,7 @@ void stream_reply(const BuiltPrompt& prompt, std::string_view reply, uint32_t se
   size_t at = 0;
   while (at < reply.size()) {
     seed = seed * 1103515245u + 12345u;
-    const size_t length = 1 + (seed >> 16) % 16;
+    const size_t length = 1 + (seed >> 16) % 64;
     emit(assembler.feed(reply.substr(at, length)));
     at += std::min(length, reply.size() - at);
   }
