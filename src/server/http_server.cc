@@ -5,6 +5,7 @@
 
 #include <httplib.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <utility>
@@ -78,6 +79,7 @@ struct HttpServer::Impl {
   httplib::Server server;
   std::atomic<bool> bound{false};
   std::atomic<bool> stop_requested{false};
+  socket_t socket = INVALID_SOCKET;  // the listening socket, once bound
 };
 
 HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
@@ -96,9 +98,12 @@ HttpServer::HttpServer(HttpServerOptions options, HttpHandler handler)
   s.set_tcp_nodelay(true);  // SSE chunks are small and must not wait for Nagle's timer
   // httplib's default also sets SO_REUSEPORT, which lets a second server bind the same port and
   // take half of its connections; a port in use must be an error instead.
-  s.set_socket_options([](socket_t sock) {
+  // httplib passes every socket it tries to this, then binds it or closes it and tries the next:
+  // the last one passed is the one that was bound (listen() raises its backlog).
+  s.set_socket_options([impl = impl_.get()](socket_t sock) {
     const int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    impl->socket = sock;
   });
 
   const auto dispatch = [impl = impl_.get()](const httplib::Request& req, std::string body,
@@ -164,6 +169,12 @@ int HttpServer::listen() {
   } else if (!impl_->server.bind_to_port(o.host, port)) {
     fail("cannot bind {}:{} (in use, or not an address of this machine?)", o.host, port);
   }
+  // httplib's compiled library listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG): in a
+  // burst of connections (64 clients at once) the kernel drops the SYNs beyond it whenever the
+  // accept thread is not scheduled in time, and each of those clients waits for the SYN to be
+  // sent again, 1 s later (3 s the next time). Listening again on a listening socket only
+  // changes its backlog (Linux).
+  if (::listen(impl_->socket, SOMAXCONN) != 0) fail("cannot listen on {}:{}", o.host, port);
   impl_->bound = true;
   return port;
 }

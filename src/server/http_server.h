@@ -71,7 +71,8 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   // Binds the socket and returns the port (the chosen one for port 0). Throws dsa::Error when
-  // the address cannot be bound. Connections wait in the kernel's backlog until run().
+  // the address cannot be bound. Connections wait in the kernel's backlog (SOMAXCONN of them)
+  // until run().
   int listen();
   // Serves until stop(); call after listen(), typically on a thread of its own.
   void run();
