@@ -1,5 +1,5 @@
 // Fast GEMMs. Two kernels, chosen per case by the measurements in docs/cpu-kernels.md:
-//  * Highway dot kernel (runtime dispatch): up to 4 activation rows share each weight load, the
+//  * Highway dot kernel (runtime dispatch): up to 8 activation rows share each weight load, the
 //    weight is widened from its storage type in registers (bf16, fp8 e4m3 with the block scales
 //    applied per 128-wide K block), threads split N. Wins while the weight stream is the cost
 //    (decode, small M).
@@ -19,6 +19,17 @@
 #include "ops/gemm/blas_blocks.h"
 #include "ops/gemm/gemm.h"
 #include "ops/gemm/gemm_widen-inl.h"
+
+#ifndef DSA_GEMM_FAST_TILES
+#define DSA_GEMM_FAST_TILES
+namespace dsa {
+// The dot kernel's tile: activation rows sharing each weight load (their accumulators and
+// partial sums fill 16 of the 32 AVX-512 registers), and weight rows a thread takes at a time
+// (for V3.2's widest K, 7168 FP8 codes a row, 16 rows are 112 KiB: the L2, shared by the rows).
+inline constexpr int kDotRows = 8;
+inline constexpr int64_t kDotWeightTile = 16;
+}  // namespace dsa
+#endif
 
 HWY_BEFORE_NAMESPACE();
 namespace dsa::HWY_NAMESPACE {
@@ -121,14 +132,14 @@ void DotRowsOfType(const GemmParams& p, const float* const* x, const float* cons
   }
 }
 
-// Rows [m0, m0 + rows) (rows <= 4) of y for output columns [n0, n1). `x` is the activation
-// matrix, or for FP8 the act_quant codes with `x_scales` [M, blocks].
+// Rows [m0, m0 + rows) (rows <= kDotRows) of y for output columns [n0, n1). `x` is the
+// activation matrix, or for FP8 the act_quant codes with `x_scales` [M, blocks].
 void DotKernel(const GemmParams& p, const float* x, const float* x_scales, int64_t m0, int rows,
                int64_t n0, int64_t n1) {
   const int64_t blocks = (p.k + kFp8BlockSize - 1) / kFp8BlockSize;
-  const float* x_rows[4];
-  const float* scale_rows[4];
-  float* y_rows[4];
+  const float* x_rows[kDotRows];
+  const float* scale_rows[kDotRows];
+  float* y_rows[kDotRows];
   for (int r = 0; r < rows; ++r) {
     x_rows[r] = x + (m0 + r) * p.k;
     scale_rows[r] = x_scales ? x_scales + (m0 + r) * blocks : nullptr;
@@ -141,8 +152,16 @@ void DotKernel(const GemmParams& p, const float* x, const float* x_scales, int64
       return DotRowsOfType<2>(p, x_rows, scale_rows, n0, n1, y_rows);
     case 3:
       return DotRowsOfType<3>(p, x_rows, scale_rows, n0, n1, y_rows);
-    default:
+    case 4:
       return DotRowsOfType<4>(p, x_rows, scale_rows, n0, n1, y_rows);
+    case 5:
+      return DotRowsOfType<5>(p, x_rows, scale_rows, n0, n1, y_rows);
+    case 6:
+      return DotRowsOfType<6>(p, x_rows, scale_rows, n0, n1, y_rows);
+    case 7:
+      return DotRowsOfType<7>(p, x_rows, scale_rows, n0, n1, y_rows);
+    default:
+      return DotRowsOfType<8>(p, x_rows, scale_rows, n0, n1, y_rows);
   }
 }
 
@@ -220,11 +239,17 @@ void gemm_dot_kernel(const GemmParams& p, ThreadPool& pool) {
     x = fp8.values.data();
     x_scales = fp8.scales.data();
   }
-  // Threads split N; every thread runs all rows so each weight row is read once per 4 rows.
-  pool.parallel_for(p.n, 16, [&](int64_t n0, int64_t n1) {
-    for (int64_t m = 0; m < p.m; m += 4) {
-      HWY_DYNAMIC_DISPATCH(DotKernel)
-      (p, x, x_scales, m, int(std::min<int64_t>(4, p.m - m)), n0, n1);
+  // Threads split N. Each thread takes its weight rows a tile at a time, small enough to stay
+  // in L1 while every group of kDotRows activation rows passes over it, so a batch reads (and
+  // for FP8 decodes) each weight from memory once. A row's sums do not depend on its group or
+  // tile, so results are the same for any M.
+  pool.parallel_for(p.n, kDotWeightTile, [&](int64_t n0, int64_t n1) {
+    for (int64_t t0 = n0; t0 < n1; t0 += kDotWeightTile) {
+      const int64_t t1 = std::min(n1, t0 + kDotWeightTile);
+      for (int64_t m = 0; m < p.m; m += kDotRows) {
+        HWY_DYNAMIC_DISPATCH(DotKernel)
+        (p, x, x_scales, m, int(std::min<int64_t>(kDotRows, p.m - m)), t0, t1);
+      }
     }
   });
 }
