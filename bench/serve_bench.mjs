@@ -5,7 +5,7 @@
 //
 //   node bench/serve_bench.mjs --dsa build/release/dsa [--model DIR] [--concurrency 1,4,16,32]
 //        [--requests N] [--prompt-words W] [--max-tokens N] [--parallel P] [-t N]
-//        [--shared-prefix WORDS] [--json FILE]
+//        [--shared-prefix WORDS [--no-prefix-cache]] [--json FILE]
 //   node bench/serve_bench.mjs --url http://127.0.0.1:8080 ...   (a server already running)
 //
 // With --dsa the script starts the server itself (--parallel defaults to the largest
@@ -33,6 +33,7 @@ const { values: opt } = parseArgs({
     threads: { type: 'string', short: 't' },
     context: { type: 'string', short: 'c', default: '2048' },
     'shared-prefix': { type: 'string' },
+    'no-prefix-cache': { type: 'boolean', default: false },
     json: { type: 'string' },
   },
 });
@@ -56,6 +57,7 @@ async function startServer() {
                 '--queue', '256'];
   if (opt.model) args.push('-m', opt.model);
   if (opt.threads) args.push('-t', opt.threads);
+  if (opt['no-prefix-cache']) args.push('--no-prefix-cache');
   const child = spawn(opt.dsa, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const url = await new Promise((resolve, reject) => {
@@ -104,7 +106,8 @@ async function request(url, messages) {
   }
   const end = performance.now();
   if (!usage) throw new Error('no usage chunk');
-  return { start, end, times, tokens: usage.completion_tokens };
+  return { start, end, times, tokens: usage.completion_tokens, prompt: usage.prompt_tokens,
+           cached: usage.prompt_tokens_details?.cached_tokens ?? 0 };
 }
 
 function quantile(values, q) {
@@ -142,13 +145,15 @@ async function runLevel(url, concurrency, count) {
 async function runSharedPrefix(url, words) {
   const system = text(words, 1);
   const ttft = [];
+  let last = null;
   for (let i = 0; i < 6; ++i) {
     const r = await request(url, [{ role: 'system', content: system },
                                   { role: 'user', content: `question ${i}: ${text(8, i + 5)}` }]);
     ttft.push(r.times[0] - r.start);
+    last = r;
   }
-  return { shared_prefix_words: words, ttft_first_ms: ttft[0],
-           ttft_later_median_ms: quantile(ttft.slice(1), 0.5) };
+  return { shared_prefix_words: words, prompt_tokens: last.prompt, cached_tokens: last.cached,
+           ttft_first_ms: ttft[0], ttft_later_median_ms: quantile(ttft.slice(1), 0.5) };
 }
 
 const f = (x, digits = 1) => x.toFixed(digits);
@@ -159,7 +164,8 @@ try {
   if (opt['shared-prefix']) {
     report.shared_prefix = await runSharedPrefix(server.url, Number(opt['shared-prefix']));
     const s = report.shared_prefix;
-    console.log(`shared prefix of ${s.shared_prefix_words} words: TTFT first ` +
+    console.log(`shared prefix of ${s.shared_prefix_words} words (prompts of ${s.prompt_tokens} ` +
+                `tokens, ${s.cached_tokens} cached in the last): TTFT first ` +
                 `${f(s.ttft_first_ms)} ms, later (median of 5) ${f(s.ttft_later_median_ms)} ms`);
   } else {
     console.log('| concurrency | requests | req/s | output tok/s | TTFT median / p99 ms | ' +
