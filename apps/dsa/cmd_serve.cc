@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <thread>
@@ -43,6 +45,7 @@ struct ServeOptions {
   size_t max_body = size_t(8) << 20;
   int timeout = 10;
   bool no_prefix_cache = false;
+  std::string kv_memory = "0.5";
 };
 
 // SIGINT and SIGTERM write their number into this pipe; a thread of the server reads it and stops
@@ -80,6 +83,46 @@ void wake_stop_waiter() {
 }
 
 // The name /v1/models lists: --alias, else the model folder's name, else the built-in model's.
+// --kv-memory: a fraction of the machine's RAM (0.5), or a size in bytes with an optional
+// binary suffix (8G, 512MiB, 1.5GiB, 1000000).
+uint64_t kv_memory_bytes(const std::string& text) {
+  const auto bad = [&] {
+    fail(
+        "--kv-memory '{}': expected a fraction of the RAM (such as 0.5) or a size such as 8G, "
+        "512MiB or 1000000",
+        text);
+  };
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    bad();
+  }
+  std::string suffix = text.substr(used);
+  if (!(value > 0) || !std::isfinite(value)) bad();
+  if (suffix.empty() && value <= 1.0) {
+    const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
+    return uint64_t(value * ram);
+  }
+  for (const char* unit : {"iB", "B"}) {
+    if (suffix.size() > 1 && suffix.ends_with(unit)) suffix.resize(suffix.size() - strlen(unit));
+  }
+  double scale = 1;
+  if (suffix == "K" || suffix == "k")
+    scale = 0x1p10;
+  else if (suffix == "M")
+    scale = 0x1p20;
+  else if (suffix == "G")
+    scale = 0x1p30;
+  else if (suffix == "T")
+    scale = 0x1p40;
+  else if (!suffix.empty() && suffix != "B")
+    bad();
+  if (value * scale >= 0x1p63) bad();
+  return uint64_t(value * scale);
+}
+
 std::string served_name(const ServeOptions& o) {
   if (!o.alias.empty()) return o.alias;
   if (o.model_dir.empty()) return embedded_model_name();
@@ -109,7 +152,8 @@ void run_serve(const ServeOptions& o) {
   server::Engine engine(server::EngineOptions{.max_waiting = size_t(o.queue),
                                               .parallel = o.parallel,
                                               .step_tokens = o.batch,
-                                              .prefix_cache = !o.no_prefix_cache},
+                                              .prefix_cache = !o.no_prefix_cache,
+                                              .kv_memory = kv_memory_bytes(o.kv_memory)},
                         metrics);
   server::ApiServer api(server::ApiOptions{name, o.api_key, o.batch}, engine, metrics);
 
@@ -193,6 +237,9 @@ void register_serve(CLI::App& app) {
   cmd->add_option("--max-body", o->max_body, "Largest request body in bytes (default 8 MiB)");
   cmd->add_option("--timeout", o->timeout,
                   "Seconds a read or write of a connection may take (default 10)");
+  cmd->add_option("--kv-memory", o->kv_memory,
+                  "Memory the KV caches may take: a fraction of the RAM or a size such as 8G "
+                  "(default 0.5)");
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache,
                 "Prefill every prompt in full instead of reusing a cached prefix");
   cmd->callback([o] { run_serve(*o); });

@@ -9,6 +9,8 @@
 
 #include "core/error.h"
 #include "core/printable.h"
+#include "core/progress.h"
+#include "model/tensor_layout.h"
 
 namespace dsa::server {
 namespace {
@@ -81,6 +83,17 @@ Engine::~Engine() { shutdown(); }
 void Engine::start(const Model& model, const text::Tokenizer& tokenizer, int64_t context,
                    ThreadPool& pool) {
   DSA_CHECK(options_.parallel >= 1 && options_.step_tokens >= 1, "Engine: bad options");
+  const KvCacheBytes per_layer = kv_cache_bytes_per_token(model.config());
+  const uint64_t per_slot = uint64_t(per_layer.per_layer()) *
+                            uint64_t(model.config().num_hidden_layers) * uint64_t(context);
+  const uint64_t needed = per_slot * uint64_t(options_.parallel);
+  if (options_.kv_memory > 0 && needed > options_.kv_memory) {
+    fail(
+        "the KV caches of --parallel {} requests of {} tokens (-c) need {}, over the --kv-memory "
+        "limit of {}: {} such requests fit; lower -c or --parallel, or raise --kv-memory",
+        options_.parallel, context, format_bytes(needed), format_bytes(options_.kv_memory),
+        options_.kv_memory / std::max<uint64_t>(1, per_slot));
+  }
   std::vector<std::unique_ptr<Slot>> slots;
   for (int64_t i = 0; i < options_.parallel; ++i) {
     slots.push_back(std::make_unique<Slot>(model.config(), context));

@@ -84,6 +84,7 @@ struct EngineOptions {
   int64_t parallel = 1;       // slots: sequences generated at once
   int64_t step_tokens = 512;  // prompt tokens per forward step, over all prefilling slots
   bool prefix_cache = true;   // reuse the cached prefix a free slot shares with a prompt
+  uint64_t kv_memory = 0;     // bytes the slots' caches may take together; 0: no limit
 };
 
 class Engine {
@@ -95,7 +96,7 @@ class Engine {
 
   // Allocates the slots' caches of `context` tokens and starts the worker. The model, tokenizer
   // and pool must outlive shutdown(). Before it, submit() refuses. Throws dsa::Error for a
-  // context the model cannot hold.
+  // context the model cannot hold, or caches over kv_memory (saying how many slots would fit).
   void start(const Model& model, const text::Tokenizer& tokenizer, int64_t context,
              ThreadPool& pool);
   bool ready() const { return ready_; }
