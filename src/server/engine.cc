@@ -28,6 +28,17 @@ bool same_forward(const ForwardOptions& a, const ForwardOptions& b) {
          a.reference_attention == b.reference_attention;
 }
 
+// The event that fails a job: a dsa::Error's message is for the user; anything else is a bug,
+// reported as an internal error (the worker thread must never let an exception escape).
+JobEvent failure(const std::exception& e) {
+  const bool ours = dynamic_cast<const Error*>(&e) != nullptr;
+  return JobEvent{
+      JobEvent::Kind::kFailed,
+      "",
+      {},
+      ours ? printable(e.what()) : fmt::format("internal error: {}", printable(e.what()))};
+}
+
 int64_t common_prefix(std::span<const int32_t> a, std::span<const int32_t> b) {
   const size_t n = std::min(a.size(), b.size());
   return int64_t(std::mismatch(a.begin(), a.begin() + ptrdiff_t(n), b.begin()).first - a.begin());
@@ -240,8 +251,8 @@ void Engine::begin(Slot& slot, std::shared_ptr<Job> job) {
     slot.run.emplace(*model_, *tokenizer_, slot.cache, slot.tokens,
                      std::span(prompt).subspan(size_t(reused)), *slot.sampler, j.spec().params,
                      slot.callbacks);
-  } catch (const Error& e) {
-    end(slot, "error", JobEvent{JobEvent::Kind::kFailed, "", {}, printable(e.what())});
+  } catch (const std::exception& e) {
+    end(slot, "error", failure(e));
   }
 }
 
@@ -302,18 +313,16 @@ void Engine::step() {
 
   try {
     model_->forward_batch(chunks, options, *pool_);
-  } catch (const Error& e) {  // the jobs were checked when they began: a bug, but not fatal
-    for (Slot* s : batch) {
-      end(*s, "error", JobEvent{JobEvent::Kind::kFailed, "", {}, printable(e.what())});
-    }
+  } catch (const std::exception& e) {  // the jobs were checked when they began: a bug, not fatal
+    for (Slot* s : batch) end(*s, "error", failure(e));
     return;
   }
   for (size_t i = 0; i < batch.size(); ++i) {
     Slot& s = *batch[i];
     try {
       s.run->advance(int64_t(chunks[i].tokens.size()), s.logits);
-    } catch (const Error& e) {
-      end(s, "error", JobEvent{JobEvent::Kind::kFailed, "", {}, printable(e.what())});
+    } catch (const std::exception& e) {
+      end(s, "error", failure(e));
       continue;
     }
     if (s.run->done()) {
