@@ -58,4 +58,9 @@ void gemm(const GemmParams& params, ThreadPool& pool);
 void act_quant_padded_row(const float* x, int64_t k, ScaleFormat format, float* codes,
                           float* scales);
 
+// act_quant_padded_row for each of the m rows of x [m, k], with SIMD and (from two rows on) on the
+// pool's threads: the same codes [m, k] and scales [m, ceil(k/128)], bit for bit.
+void act_quant_rows(const float* x, int64_t m, int64_t k, ScaleFormat format, float* codes,
+                    float* scales, ThreadPool& pool);
+
 }  // namespace dsa

@@ -217,16 +217,16 @@ PreparedActivations quantize_activations(const GemmParams& p, bool dequantize, T
   const int64_t blocks = weight_scale_cols(p.k);
   PreparedActivations a{std::vector<float>(size_t(p.m * p.k)),
                         std::vector<float>(size_t(p.m * blocks))};
-  pool.parallel_for(p.m, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t m = begin; m < end; ++m) {
-      float* codes = a.values.data() + m * p.k;
-      float* scales = a.scales.data() + m * blocks;
-      act_quant_padded_row(p.x + m * p.k, p.k, p.act_scales, codes, scales);
-      if (dequantize) {
+  act_quant_rows(p.x, p.m, p.k, p.act_scales, a.values.data(), a.scales.data(), pool);
+  if (dequantize) {
+    pool.parallel_for(p.m, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t m = begin; m < end; ++m) {
+        float* codes = a.values.data() + m * p.k;
+        const float* scales = a.scales.data() + m * blocks;
         for (int64_t k = 0; k < p.k; ++k) codes[k] *= scales[k / kFp8BlockSize];
       }
-    }
-  });
+    });
+  }
   return a;
 }
 
