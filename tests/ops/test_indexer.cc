@@ -184,6 +184,9 @@ TEST(IndexerScores, FastMatchesReference) {
       {2, 80, 13, 11},    // a full group of four head vectors plus one
       {3, 17, 258, 255},  // 16 + 1 heads; rows end on both sides of a block boundary
       {6, 32, 300, 270},  // chunked prefill: 6 rows from position 270 over two key blocks
+      {1, 8, 300, 299},   // 8 heads: 16-key tiles, then 8-, 4- and 1-key tiles for the rest
+      {3, 24, 61, 58},    // two head vectors: 8-key tiles, then 4- and 1-key tiles
+      {2, 16, 31, 29},    // exactly one head vector; fewer keys than two 16-key tiles
   };
   uint32_t seed = 10;
   for (const Shape& shape : shapes) {

@@ -10,9 +10,14 @@
 // Layout: lanes are heads. vdpbf16ps multiplies adjacent bf16 pairs, so a query row becomes a
 // panel of dwords [64 dim pairs j][heads padded to 16] holding (q[h][2j], q[h][2j+1]); padding
 // heads have weight 0. A key is converted once to 64 dwords (k[2j], k[2j+1]) and each dword is
-// broadcast against 4 vectors of heads, 4 keys at a time: 16 accumulators stay in registers.
+// broadcast against the head vectors of a tile of keys: 16 accumulators stay in registers
+// (4 keys x 4 head vectors; with fewer heads, more keys: 16 keys x 1 vector for up to 16 heads,
+// 8 x 2 for up to 32). Each accumulator is a dependency chain of 64 vdpbf16ps, so a tile needs
+// ~16 chains to hide the instruction's latency: 4 keys of 8 heads ran at a tenth of its peak.
+// Every key's arithmetic is the same whatever its tile, so the scores do not depend on it.
 // Compiled with target attributes on each function; the caller checks the CPU.
 
+#include <algorithm>
 #include <bit>
 
 #include "core/aligned_buffer.h"
@@ -34,8 +39,8 @@ namespace {
 
 constexpr int kPairs = kIndexerHeadDim / 2;  // bf16 pairs (dwords) per 128-dim vector
 constexpr int kLanes = 16;                   // fp32 lanes (heads) per vector
-constexpr int kKeyTile = 4;                  // keys per register tile
-constexpr int kHeadVecs = 4;                 // head vectors per register tile
+constexpr int kAccumulators = 16;            // keys x head vectors per register tile
+constexpr int kMaxHeadVecs = 4;              // head vectors per group with 4-key tiles
 
 // 16 fp8 e4m3 codes -> their exact fp32 values: the 7 magnitude bits at fp32 bits 20..26 read as
 // value * 2^-120 (fp8 subnormals land on fp32 subnormals, still exact), one multiply by 2^120
@@ -60,9 +65,11 @@ DSA_TARGET_AVX512BF16 inline void keys_to_bf16(const fp8_e4m3* codes, uint32_t* 
   }
 }
 
-// head_sum[k] += ReLU(q[:, heads] . key_k) * w[heads] for kVecs vectors of heads.
+// head_sum[k] += ReLU(q[:, heads] . key_k) * w[heads] for kVecs vectors of heads (kFirst: the
+// first group, which sets head_sum from zero, so that it is not live during the loop and the
+// 16-key tile keeps every register for accumulators).
 // q: panel columns of this head group, `q_stride` dwords per dim pair; keys: [kKeys][64] dwords.
-template <int kKeys, int kVecs>
+template <int kKeys, int kVecs, bool kFirst>
 DSA_TARGET_AVX512BF16 inline void accumulate_head_group(const uint32_t* q, int64_t q_stride,
                                                         const uint32_t* keys, const float* w,
                                                         __m512* head_sum) {
@@ -87,41 +94,72 @@ DSA_TARGET_AVX512BF16 inline void accumulate_head_group(const uint32_t* q, int64
   for (int k = 0; k < kKeys; ++k) {
     for (int v = 0; v < kVecs; ++v) {
       const __m512 relu = _mm512_max_ps(acc[k][v], _mm512_setzero_ps());
-      head_sum[k] = _mm512_fmadd_ps(relu, _mm512_load_ps(w + v * kLanes), head_sum[k]);
+      const __m512 sum = kFirst && v == 0 ? _mm512_setzero_ps() : head_sum[k];
+      head_sum[k] = _mm512_fmadd_ps(relu, _mm512_load_ps(w + v * kLanes), sum);
     }
   }
 }
 
-// Scores of kKeys consecutive keys against one query panel.
+// The rest of the head vectors after the first group, in groups of kVecs, then the remainder.
+template <int kKeys, int kVecs>
+DSA_TARGET_AVX512BF16 inline void accumulate_remaining_heads(const uint32_t* panel_q,
+                                                             const float* panel_w,
+                                                             int64_t heads_padded, int64_t v,
+                                                             const uint32_t* keys,
+                                                             __m512* head_sum) {
+  const int64_t vecs = heads_padded / kLanes;
+  for (; v + kVecs <= vecs; v += kVecs) {
+    accumulate_head_group<kKeys, kVecs, false>(panel_q + v * kLanes, heads_padded, keys,
+                                               panel_w + v * kLanes, head_sum);
+  }
+  const uint32_t* q_rest = panel_q + v * kLanes;
+  const float* w_rest = panel_w + v * kLanes;
+  if constexpr (kVecs > 3) {
+    if (vecs - v == 3) {
+      accumulate_head_group<kKeys, 3, false>(q_rest, heads_padded, keys, w_rest, head_sum);
+      return;
+    }
+  }
+  if constexpr (kVecs > 2) {
+    if (vecs - v == 2) {
+      accumulate_head_group<kKeys, 2, false>(q_rest, heads_padded, keys, w_rest, head_sum);
+      return;
+    }
+  }
+  if constexpr (kVecs > 1) {
+    if (vecs - v == 1) {
+      accumulate_head_group<kKeys, 1, false>(q_rest, heads_padded, keys, w_rest, head_sum);
+    }
+  }
+}
+
+// Scores of kKeys consecutive keys against one query panel, head vectors in groups of
+// kAccumulators / kKeys (at most kMaxHeadVecs).
 template <int kKeys>
 DSA_TARGET_AVX512BF16 void score_keys(const uint32_t* panel_q, const float* panel_w,
                                       int64_t heads_padded, const fp8_e4m3* codes,
                                       const float* key_scales, float* out) {
+  constexpr int kVecs = std::clamp(kAccumulators / kKeys, 1, kMaxHeadVecs);
   alignas(64) uint32_t keys[kKeys * kPairs];
   keys_to_bf16<kKeys>(codes, keys);
   __m512 head_sum[kKeys];
-  for (int k = 0; k < kKeys; ++k) head_sum[k] = _mm512_setzero_ps();
   const int64_t vecs = heads_padded / kLanes;
-  int64_t v = 0;
-  for (; v + kHeadVecs <= vecs; v += kHeadVecs) {
-    accumulate_head_group<kKeys, kHeadVecs>(panel_q + v * kLanes, heads_padded, keys,
-                                            panel_w + v * kLanes, head_sum);
+  // The first group (as many vectors as there are, up to kVecs) sets head_sum.
+  const int64_t first = std::min<int64_t>(vecs, kVecs);
+  if (first == kVecs) {
+    accumulate_head_group<kKeys, kVecs, true>(panel_q, heads_padded, keys, panel_w, head_sum);
+  } else if constexpr (kVecs > 1) {
+    if (first == 1) {
+      accumulate_head_group<kKeys, 1, true>(panel_q, heads_padded, keys, panel_w, head_sum);
+    } else if (first == 2) {
+      accumulate_head_group<kKeys, (kVecs > 2 ? 2 : 1), true>(panel_q, heads_padded, keys, panel_w,
+                                                              head_sum);
+    } else {
+      accumulate_head_group<kKeys, (kVecs > 3 ? 3 : 1), true>(panel_q, heads_padded, keys, panel_w,
+                                                              head_sum);
+    }
   }
-  const uint32_t* q_rest = panel_q + v * kLanes;
-  const float* w_rest = panel_w + v * kLanes;
-  switch (vecs - v) {
-    case 3:
-      accumulate_head_group<kKeys, 3>(q_rest, heads_padded, keys, w_rest, head_sum);
-      break;
-    case 2:
-      accumulate_head_group<kKeys, 2>(q_rest, heads_padded, keys, w_rest, head_sum);
-      break;
-    case 1:
-      accumulate_head_group<kKeys, 1>(q_rest, heads_padded, keys, w_rest, head_sum);
-      break;
-    default:
-      break;
-  }
+  accumulate_remaining_heads<kKeys, kVecs>(panel_q, panel_w, heads_padded, first, keys, head_sum);
   for (int k = 0; k < kKeys; ++k) out[k] = _mm512_reduce_add_ps(head_sum[k]) * key_scales[k];
 }
 
@@ -174,14 +212,17 @@ DSA_TARGET_AVX512BF16 void score_items_avx512bf16(const IndexerScoresParams& p, 
     const float* panel_w = panel.w_data();
     float* scores = p.scores + it.row * p.keys;
     int64_t s = it.block_begin;
-    for (; s + kKeyTile <= it.valid_end; s += kKeyTile) {
-      score_keys<kKeyTile>(panel_q, panel_w, heads_padded, p.key_codes + s * kIndexerHeadDim,
-                           p.key_scales + s, scores + s);
-    }
-    for (; s < it.valid_end; ++s) {
-      score_keys<1>(panel_q, panel_w, heads_padded, p.key_codes + s * kIndexerHeadDim,
-                    p.key_scales + s, scores + s);
-    }
+    // The widest tile whose accumulators fit, then narrower ones for the keys left over.
+    const auto tiles = [&]<int kKeys>() {
+      for (; s + kKeys <= it.valid_end; s += kKeys) {
+        score_keys<kKeys>(panel_q, panel_w, heads_padded, p.key_codes + s * kIndexerHeadDim,
+                          p.key_scales + s, scores + s);
+      }
+    };
+    if (heads_padded <= kLanes) tiles.template operator()<16>();
+    if (heads_padded <= 2 * kLanes) tiles.template operator()<8>();
+    tiles.template operator()<4>();
+    tiles.template operator()<1>();
   }
 }
 
